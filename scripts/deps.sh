@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Clipper needs, only those that are missing.
+# apt pitfalls on these machines (see HOST-FACTS): no recommends, a private
+# archive directory, and waiting for the dpkg lock.
+set -euo pipefail
+
+pkgs=(
+  qemu-system-x86 qemu-utils
+  nftables iproute2
+  awscli
+  busybox-static cpio xz-utils zstd kmod
+  genisoimage
+  iputils-tracepath iputils-ping iperf3
+  openssl ca-certificates
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages ${missing[*]}; run as root or install them" >&2
+  exit 1
+fi
+D=${TMPDIR:-/tmp}/clipper-apt-archives
+mkdir -p "$D/partial"
+apt_opts=(-o "Dir::Cache::Archives=$D" -o DPkg::Lock::Timeout=600)
+echo "deps: installing ${missing[*]}"
+apt-get "${apt_opts[@]}" update -qq
+DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
