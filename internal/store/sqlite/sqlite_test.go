@@ -1,0 +1,180 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/store"
+)
+
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "clipper.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func schemaOf(t *testing.T, db *sql.DB) map[string]string {
+	t.Helper()
+	rows, err := db.Query(`SELECT name, COALESCE(sql, '') FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var n, s string
+		if err := rows.Scan(&n, &s); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = s
+	}
+	return out
+}
+
+// TestMigrateFromEveryVersion migrates an empty database and a database at
+// every older version to the latest, and checks all end with one schema.
+func TestMigrateFromEveryVersion(t *testing.T) {
+	ctx := context.Background()
+	latest := LatestVersion()
+	if latest < 1 {
+		t.Fatal("no migrations embedded")
+	}
+	var want map[string]string
+	for from := 0; from <= latest; from++ {
+		db, err := sql.Open("sqlite", dsn(filepath.Join(t.TempDir(), "m.db"), true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from > 0 {
+			if err := Migrate(ctx, db, from); err != nil {
+				t.Fatalf("migrate to %d: %v", from, err)
+			}
+		}
+		if err := Migrate(ctx, db, 0); err != nil {
+			t.Fatalf("migrate %d -> latest: %v", from, err)
+		}
+		// Migrating again is a no-op.
+		if err := Migrate(ctx, db, 0); err != nil {
+			t.Fatalf("re-migrate: %v", err)
+		}
+		var v int
+		if err := db.QueryRow(`SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil || v != latest {
+			t.Fatalf("from %d: version %d, %v; want %d", from, v, err, latest)
+		}
+		got := schemaOf(t, db)
+		if want == nil {
+			want = got
+		} else if len(got) != len(want) {
+			t.Fatalf("from %d: schema has %d objects, want %d", from, len(got), len(want))
+		} else {
+			for k, s := range want {
+				if got[k] != s {
+					t.Fatalf("from %d: %s differs:\n%s\nwant\n%s", from, k, got[k], s)
+				}
+			}
+		}
+		db.Close()
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, _ := sql.Open("sqlite", dsn(path, true))
+	if err := Migrate(ctx, db, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO schema_migrations VALUES (9999, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(ctx, path); err == nil {
+		t.Fatal("opened a store newer than the binary")
+	}
+}
+
+func TestInstancesAndTags(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateAccount(model.Account{ID: "000000000001", Name: "admin", Created: now}); err != nil {
+			return err
+		}
+		if err := tx.InsertReservation(model.Reservation{ID: "r-1", AccountID: "000000000001", ClientToken: "tok", Created: now}); err != nil {
+			return err
+		}
+		for _, id := range []string{"i-a", "i-b"} {
+			rev, err := tx.NextRev()
+			if err != nil {
+				return err
+			}
+			if err := tx.InsertInstance(model.Instance{ID: id, AccountID: "000000000001", ReservationID: "r-1",
+				ImageID: "ami-1", InstanceType: "t3.micro", VCPUs: 2, MemoryMiB: 1024, Zone: "a",
+				NodeID: "node-1", State: model.StatePending, Power: model.PowerRunning, Rev: rev,
+				LaunchTime: now, StateChanged: now, UserData: []byte("hi")}); err != nil {
+				return err
+			}
+		}
+		return tx.SetTags("000000000001", "i-a", []model.Tag{{Key: "Name", Value: "web"}, {Key: "env", Value: ""}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Duplicate client token is a domain duplicate.
+	err = s.Update(ctx, func(tx store.Tx) error {
+		return tx.InsertReservation(model.Reservation{ID: "r-2", AccountID: "000000000001", ClientToken: "tok", Created: now})
+	})
+	if !errors.Is(err, model.ErrDuplicate) {
+		t.Fatalf("duplicate token: %v", err)
+	}
+	err = s.View(ctx, func(tx store.Tx) error {
+		i, err := tx.GetInstance("i-a")
+		if err != nil {
+			return err
+		}
+		if i.LaunchTime != now || string(i.UserData) != "hi" || i.Rev != 1 {
+			t.Errorf("round trip: %+v", i)
+		}
+		if _, err := tx.GetInstance("i-zz"); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("missing instance: %v", err)
+		}
+		since, err := tx.ListInstances(store.InstanceQuery{NodeID: "node-1", SinceRev: 1})
+		if err != nil || len(since) != 1 || since[0].ID != "i-b" {
+			t.Errorf("since rev 1: %v %v", since, err)
+		}
+		tags, err := tx.Tags("000000000001", []string{"i-a", "i-b"})
+		if err != nil || len(tags["i-a"]) != 2 || len(tags["i-b"]) != 0 {
+			t.Errorf("tags: %v %v", tags, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Terminate and purge.
+	err = s.Update(ctx, func(tx store.Tx) error {
+		i, _ := tx.GetInstance("i-a")
+		i.State, i.StateChanged = model.StateTerminated, now.Add(-2*time.Hour)
+		if err := tx.UpdateInstance(i); err != nil {
+			return err
+		}
+		n, err := tx.PurgeInstances(now.Add(-time.Hour))
+		if n != 1 {
+			t.Errorf("purged %d", n)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

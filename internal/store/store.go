@@ -1,0 +1,95 @@
+// Package store defines how Clipper keeps its desired state: a Store runs
+// short transactions, and a Tx reads and writes domain records. Drivers live
+// in sub-packages (sqlite; postgres follows with the same schema).
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/clipper-cloud/clipper/internal/model"
+)
+
+// Store runs transactions. Update transactions are serialised and durable
+// when Update returns nil; View transactions see a consistent snapshot.
+type Store interface {
+	Update(ctx context.Context, fn func(Tx) error) error
+	View(ctx context.Context, fn func(Tx) error) error
+	Close() error
+}
+
+// InstanceQuery selects instances. Zero fields do not filter.
+type InstanceQuery struct {
+	AccountID     string
+	IDs           []string
+	ReservationID string
+	NodeID        string
+	// SinceRev > 0 returns only instances changed after that revision,
+	// ordered by revision (node sync).
+	SinceRev int64
+	// Live excludes instances in state terminated.
+	Live bool
+}
+
+// Tx is one transaction. Getters return a *model.Error of KindNotFound when
+// the record does not exist.
+type Tx interface {
+	// NextRev allocates the next change revision.
+	NextRev() (int64, error)
+	// Rev is the latest allocated revision.
+	Rev() (int64, error)
+
+	CreateAccount(a model.Account) error
+	GetAccount(id string) (model.Account, error)
+	GetAccountByName(name string) (model.Account, error)
+	CreateAccessKey(k model.AccessKey) error
+	GetAccessKey(id string) (model.AccessKey, error)
+
+	InsertImage(img model.Image) error
+	UpdateImage(img model.Image) error
+	GetImage(id string) (model.Image, error)
+	// ListImages returns images owned by ownerID or public ones.
+	ListImages(ownerID string) ([]model.Image, error)
+
+	InsertKeyPair(k model.KeyPair) error
+	GetKeyPair(accountID, name string) (model.KeyPair, error)
+	ListKeyPairs(accountID string) ([]model.KeyPair, error)
+	DeleteKeyPair(accountID, id string) error
+
+	InsertReservation(r model.Reservation) error
+	GetReservationByToken(accountID, token string) (model.Reservation, error)
+
+	InsertInstance(i model.Instance) error
+	// UpdateInstance writes every mutable field of i (tags excluded).
+	UpdateInstance(i model.Instance) error
+	GetInstance(id string) (model.Instance, error)
+	ListInstances(q InstanceQuery) ([]model.Instance, error)
+	// PurgeInstances deletes terminated instances whose state changed before t.
+	PurgeInstances(before time.Time) (int, error)
+
+	// SetTags adds or overwrites tags on a resource.
+	SetTags(accountID, resourceID string, tags []model.Tag) error
+	// DeleteTags removes tags; a tag with an empty Value matches any value
+	// unless valueSet says the empty value is meant. nil tags removes all.
+	DeleteTags(resourceID string, tags []TagMatch) error
+	// Tags returns the tags of the given resources (all of the account's
+	// resources when ids is nil), keyed by resource ID.
+	Tags(accountID string, ids []string) (map[string][]model.Tag, error)
+
+	UpsertNode(n model.Node) error
+	GetNode(id string) (model.Node, error)
+	ListNodes() ([]model.Node, error)
+
+	PutConsole(c model.Console) error
+	GetConsole(instanceID string) (model.Console, error)
+
+	PutBlob(b model.BlobRef) error
+	GetBlob(sha256 string) (model.BlobRef, error)
+}
+
+// TagMatch selects a tag to delete: by key, and by value when HasValue.
+type TagMatch struct {
+	Key      string
+	Value    string
+	HasValue bool
+}
