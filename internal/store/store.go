@@ -64,6 +64,11 @@ type Tx interface {
 	UpdateInstance(i model.Instance) error
 	GetInstance(id string) (model.Instance, error)
 	ListInstances(q InstanceQuery) ([]model.Instance, error)
+	// NodeUsage sums what live instances take on each node: vCPU and memory
+	// of instances that are not stopped, disk of every live instance.
+	NodeUsage() (map[string]model.Capacity, error)
+	// UsedAddresses lists the private IPs and MACs of live instances in a subnet.
+	UsedAddresses(subnetID string) (ips, macs []string, err error)
 	// PurgeInstances deletes terminated instances whose state changed before t.
 	PurgeInstances(before time.Time) (int, error)
 

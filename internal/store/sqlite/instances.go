@@ -144,3 +144,41 @@ func (t *tx) PurgeInstances(before time.Time) (int, error) {
 	}
 	return len(ids), nil
 }
+
+func (t *tx) NodeUsage() (map[string]model.Capacity, error) {
+	rows, err := t.query(`SELECT node_id,
+		SUM(CASE WHEN state IN ('stopped') THEN 0 ELSE vcpus END),
+		SUM(CASE WHEN state IN ('stopped') THEN 0 ELSE memory_mib END),
+		SUM(disk_gib) * 1024
+		FROM instances WHERE state <> 'terminated' AND node_id <> '' GROUP BY node_id`)
+	if err != nil {
+		return nil, fmt.Errorf("node usage: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]model.Capacity{}
+	for rows.Next() {
+		var id string
+		var c model.Capacity
+		if err := rows.Scan(&id, &c.VCPUs, &c.MemoryMiB, &c.DiskMiB); err != nil {
+			return nil, err
+		}
+		out[id] = c
+	}
+	return out, rows.Err()
+}
+
+func (t *tx) UsedAddresses(subnetID string) (ips, macs []string, err error) {
+	rows, err := t.query(`SELECT private_ip, mac FROM instances WHERE subnet_id = ? AND state <> 'terminated'`, subnetID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("used addresses: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ip, mac string
+		if err := rows.Scan(&ip, &mac); err != nil {
+			return nil, nil, err
+		}
+		ips, macs = append(ips, ip), append(macs, mac)
+	}
+	return ips, macs, rows.Err()
+}
