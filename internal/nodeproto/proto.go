@@ -41,9 +41,9 @@ type RegistrationReply struct {
 
 // Network is the layer-2/3 setup an instance's interface needs on its node.
 type Network struct {
-	Bridge    string `json:"bridge"`     // host bridge name
-	Gateway   string `json:"gateway"`    // gateway address with prefix, "172.31.0.1/20"
-	MTU       int    `json:"mtu"`        // MTU the guest must use
+	Bridge    string `json:"bridge"`  // host bridge name
+	Gateway   string `json:"gateway"` // gateway address with prefix, "172.31.0.1/20"
+	MTU       int    `json:"mtu"`     // MTU the guest must use
 	DNS       string `json:"dns,omitempty"`
 	PrivateIP string `json:"private_ip"` // the instance address, no prefix
 	MAC       string `json:"mac"`
