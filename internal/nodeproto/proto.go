@@ -22,6 +22,9 @@ const (
 	PathBlobs    = "/node/v1/blobs/"
 )
 
+// HeaderNodeID names the node on every request after registration.
+const HeaderNodeID = "X-Clipper-Node"
+
 // Registration is what a node says about itself when it (re)connects.
 type Registration struct {
 	Name     string         `json:"name"`

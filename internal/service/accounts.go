@@ -15,20 +15,10 @@ import (
 const AdminAccountName = "admin"
 
 // EnsureAdmin creates the admin account and its first access key at first
-// start and returns that key; later starts return the existing key.
-func (s *Service) EnsureAdmin(ctx context.Context, keyID string) (model.AccessKey, error) {
+// start and returns that key; later starts return the same key.
+func (s *Service) EnsureAdmin(ctx context.Context) (model.AccessKey, error) {
 	var key model.AccessKey
 	err := s.update(ctx, func(tx store.Tx) error {
-		if keyID != "" {
-			k, err := tx.GetAccessKey(keyID)
-			if err == nil {
-				key = k
-				return nil
-			}
-			if !errors.Is(err, model.ErrNotFound) {
-				return err
-			}
-		}
 		acct, err := tx.GetAccountByName(AdminAccountName)
 		if errors.Is(err, model.ErrNotFound) {
 			acct = model.Account{ID: randomDigits(12), Name: AdminAccountName, Created: s.nowMS()}
@@ -36,6 +26,14 @@ func (s *Service) EnsureAdmin(ctx context.Context, keyID string) (model.AccessKe
 		}
 		if err != nil {
 			return err
+		}
+		keys, err := tx.AccessKeys(acct.ID)
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			key = keys[0]
+			return nil
 		}
 		key = model.AccessKey{
 			ID:        "AKIA" + randomString(16, upperAlnum),

@@ -113,3 +113,8 @@ func (p *addressPool) take() (ip netip.Addr, mac string, err error) {
 		}
 	}
 }
+
+// DefaultVPC returns the ID of the account's default VPC.
+func (s *Service) DefaultVPC(accountID string) string {
+	return derivedID(model.PrefixVPC, "vpc/"+accountID)
+}

@@ -56,6 +56,8 @@ type Config struct {
 	StopGrace time.Duration
 	// NodeDownAfter marks a node down when it has not reported for this long.
 	NodeDownAfter time.Duration
+	// MaxInstances is the per-account instance limit reported to clients.
+	MaxInstances int
 }
 
 // DefaultConfig returns the configuration of a fresh all-in-one cloud.
@@ -72,6 +74,7 @@ func DefaultConfig() Config {
 		TerminatedTTL: time.Hour,
 		StopGrace:     30 * time.Second,
 		NodeDownAfter: 10 * time.Second,
+		MaxInstances:  1000,
 	}
 }
 

@@ -54,7 +54,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := svc.EnsureAdmin(ctx, "")
+	key, err := svc.EnsureAdmin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ type Tx interface {
 	GetAccountByName(name string) (model.Account, error)
 	CreateAccessKey(k model.AccessKey) error
 	GetAccessKey(id string) (model.AccessKey, error)
+	// AccessKeys lists an account's keys, oldest first.
+	AccessKeys(accountID string) ([]model.AccessKey, error)
 
 	InsertImage(img model.Image) error
 	UpdateImage(img model.Image) error

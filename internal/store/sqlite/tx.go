@@ -127,6 +127,25 @@ func (t *tx) GetAccessKey(id string) (model.AccessKey, error) {
 	return k, notFound(err, "accesskey", id)
 }
 
+func (t *tx) AccessKeys(accountID string) ([]model.AccessKey, error) {
+	rows, err := t.query(`SELECT id, secret, account_id, created FROM access_keys WHERE account_id = ? ORDER BY created, id`, accountID)
+	if err != nil {
+		return nil, fmt.Errorf("list access keys: %w", err)
+	}
+	defer rows.Close()
+	var out []model.AccessKey
+	for rows.Next() {
+		var k model.AccessKey
+		var created int64
+		if err := rows.Scan(&k.ID, &k.Secret, &k.AccountID, &created); err != nil {
+			return nil, err
+		}
+		k.Created = fromMS(created)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 func (t *tx) InsertReservation(r model.Reservation) error {
 	_, err := t.exec(`INSERT INTO reservations (id, account_id, client_token, created) VALUES (?, ?, ?, ?)`,
 		r.ID, r.AccountID, r.ClientToken, ms(r.Created))
