@@ -1,0 +1,190 @@
+// Package agent is the node agent: it dials the controller, registers the
+// host, receives the desired state of its instances and converges the host
+// to it (level-triggered and idempotent), and reports what it observes.
+// VMs outlive the agent; a restarted agent re-adopts them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/clipper-cloud/clipper/internal/compute"
+	"github.com/clipper-cloud/clipper/internal/image"
+	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/version"
+)
+
+// Network is the node networking the agent needs for instances.
+type Network interface {
+	// Attach prepares an instance's port (tap on its bridge, addresses,
+	// DHCP lease) and returns the tap device name. It is idempotent.
+	Attach(ctx context.Context, id string, n nodeproto.Network) (tap string, err error)
+	// Detach removes what Attach made. Detaching an unknown ID is a no-op.
+	Detach(ctx context.Context, id string) error
+}
+
+// Config configures an agent.
+type Config struct {
+	Client   *nodeproto.Client
+	DataDir  string
+	Name     string
+	Zone     string
+	Address  string
+	Driver   compute.Hypervisor
+	Network  Network
+	Logger   *slog.Logger
+	Capacity model.Capacity // zero: detected from the host
+}
+
+// Agent is a node agent.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	client *nodeproto.Client
+	cache  *image.Cache
+	bootID string
+
+	mu     sync.Mutex
+	insts  map[string]*instance
+	synced bool // a full desired state has been applied
+
+	reportKick chan struct{}
+	ready      chan struct{}
+	readyOnce  sync.Once
+	consoleMax int
+	interval   time.Duration
+	wg         sync.WaitGroup
+}
+
+// New returns an agent.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Name = h
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "instances"), 0o700); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent", "node", cfg.Name), client: cfg.Client,
+		insts: map[string]*instance{}, reportKick: make(chan struct{}, 1), ready: make(chan struct{}),
+		consoleMax: 64 * 1024, interval: 2 * time.Second, bootID: bootID()}
+	cache, err := image.NewCache(filepath.Join(cfg.DataDir, "images"), a.fetchBlob)
+	if err != nil {
+		return nil, err
+	}
+	a.cache = cache
+	return a, nil
+}
+
+// Ready is closed once the agent has registered and applied a full sync.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Run registers and serves until ctx ends. VMs keep running after it returns.
+func (a *Agent) Run(ctx context.Context) error {
+	reply, err := a.register(ctx)
+	if err != nil {
+		return err
+	}
+	if reply.ReportInterval > 0 {
+		a.interval = reply.ReportInterval
+	}
+	if reply.ConsoleMaxBytes > 0 {
+		a.consoleMax = reply.ConsoleMaxBytes
+	}
+	a.log = a.log.With("node_id", reply.NodeID)
+	a.log.Info("agent registered", "zone", reply.Zone, "driver", a.cfg.Driver.Name())
+	errc := make(chan error, 3)
+	a.wg.Add(3)
+	go func() { defer a.wg.Done(); errc <- a.pollLoop(ctx) }()
+	go func() { defer a.wg.Done(); errc <- a.reportLoop(ctx) }()
+	go func() { defer a.wg.Done(); errc <- a.scanLoop(ctx) }()
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+	}
+	a.wg.Wait()
+	a.log.Info("agent stopped; VMs keep running")
+	if errors.Is(first, context.Canceled) {
+		first = nil
+	}
+	return first
+}
+
+func (a *Agent) register(ctx context.Context) (nodeproto.RegistrationReply, error) {
+	capacity := a.cfg.Capacity
+	if capacity.VCPUs == 0 {
+		capacity = detectCapacity(a.cfg.DataDir)
+	}
+	reg := nodeproto.Registration{Name: a.cfg.Name, Zone: a.cfg.Zone, Address: a.cfg.Address,
+		Version: version.Version, Capacity: capacity}
+	backoff := 200 * time.Millisecond
+	for {
+		reply, err := a.client.Register(ctx, reg)
+		if err == nil {
+			a.client.SetNodeID(reply.NodeID)
+			return reply, nil
+		}
+		var se *nodeproto.StatusError
+		if errors.Is(err, nodeproto.ErrUnauthorized) || (errors.As(err, &se) && se.Status < 500) {
+			return reply, fmt.Errorf("register with the controller: %w", err)
+		}
+		a.log.Warn("controller not reachable; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return reply, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (a *Agent) fetchBlob(ctx context.Context, sha string) (io.ReadCloser, error) {
+	return a.client.Blob(ctx, sha)
+}
+
+// detectCapacity reads the host's vCPUs, memory and free disk.
+func detectCapacity(dir string) model.Capacity {
+	c := model.Capacity{VCPUs: runtime.NumCPU()}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				c.MemoryMiB = int(kb / 1024)
+			}
+		}
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) == nil {
+		c.DiskMiB = int64(st.Bavail) * int64(st.Bsize) >> 20
+	}
+	return c
+}
+
+// bootID identifies the host's current boot, to notice host reboots.
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -1,0 +1,175 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/clipper-cloud/clipper/internal/compute"
+	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
+)
+
+// defaultCmdline is used for direct-boot images that carry none.
+const defaultCmdline = "console=ttyS0 quiet"
+
+// converge brings one instance to its desired state. It returns what it then
+// observes, whether the instance is gone for good, and an error worth a
+// retry (failures the controller must act on are reported as ObsFailed).
+func (a *Agent) converge(ctx context.Context, d nodeproto.DesiredInstance) (obs nodeproto.ObservedInstance, gone bool, err error) {
+	obs = nodeproto.ObservedInstance{ID: d.ID, RebootSeq: d.RebootSeq}
+	log := a.log.With("instance", d.ID)
+	switch d.Power {
+	case model.PowerAbsent:
+		if err := a.cfg.Driver.Delete(ctx, d.ID); err != nil {
+			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("delete VM: %w", err)
+		}
+		if err := a.cfg.Network.Detach(ctx, d.ID); err != nil {
+			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("detach network: %w", err)
+		}
+		if err := a.dropState(d.ID); err != nil {
+			log.Warn("remove local state", "error", err)
+		}
+		log.Info("instance removed")
+		obs.State = nodeproto.ObsAbsent
+		return obs, true, nil
+
+	case model.PowerStopped:
+		st := a.loadState(d.ID)
+		err := a.cfg.Driver.Stop(ctx, d.ID, d.StopGrace)
+		if err != nil && !errors.Is(err, compute.ErrNotFound) {
+			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("stop VM: %w", err)
+		}
+		st.AppliedRev = d.Rev
+		if err := a.saveState(d.ID, st); err != nil {
+			log.Warn("save local state", "error", err)
+		}
+		obs = a.observe(ctx, d.ID, obs)
+		if obs.State == nodeproto.ObsAbsent {
+			obs.State = nodeproto.ObsStopped // never created: nothing to stop
+		}
+		return obs, false, nil
+
+	case model.PowerRunning:
+		return a.convergeRunning(ctx, d, obs)
+	}
+	return obs, false, fmt.Errorf("unknown desired power %q", d.Power)
+}
+
+func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance, obs nodeproto.ObservedInstance) (nodeproto.ObservedInstance, bool, error) {
+	log := a.log.With("instance", d.ID)
+	st := a.loadState(d.ID)
+	status, serr := a.cfg.Driver.Status(ctx, d.ID)
+	wasRunning := serr == nil && status.State == compute.StateRunning
+	current := d.Rev <= st.AppliedRev && st.BootID == a.bootID
+	if current {
+		// Carried out already: a VM that stopped since did so on its own,
+		// and the controller decides what happens next.
+		if wasRunning && d.RebootSeq > st.RebootSeq {
+			if err := a.cfg.Driver.Reboot(ctx, d.ID); err != nil {
+				return a.observe(ctx, d.ID, obs), false, fmt.Errorf("reboot: %w", err)
+			}
+			log.Info("instance rebooted")
+			st.RebootSeq = d.RebootSeq
+			if err := a.saveState(d.ID, st); err != nil {
+				log.Warn("save local state", "error", err)
+			}
+		}
+		return a.observe(ctx, d.ID, obs), false, nil
+	}
+	if !wasRunning {
+		if err := a.boot(ctx, d); err != nil {
+			log.Error("instance failed to start", "error", err)
+			obs.State, obs.Reason = nodeproto.ObsFailed, err.Error()
+			return obs, false, nil
+		}
+		log.Info("instance started")
+	} else if d.RebootSeq > st.RebootSeq && st.AppliedRev > 0 {
+		if err := a.cfg.Driver.Reboot(ctx, d.ID); err != nil {
+			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("reboot: %w", err)
+		}
+		log.Info("instance rebooted")
+	}
+	st = localState{AppliedRev: d.Rev, RebootSeq: d.RebootSeq, BootID: a.bootID}
+	if err := a.saveState(d.ID, st); err != nil {
+		log.Warn("save local state", "error", err)
+	}
+	return a.observe(ctx, d.ID, obs), false, nil
+}
+
+// boot prepares the instance's image, network and VM, and starts it.
+func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
+	spec := compute.Spec{ID: d.ID, VCPUs: d.VCPUs, MemoryMiB: d.MemoryMiB, Machine: d.Image.Machine}
+	for _, f := range []struct {
+		ref  model.BlobRef
+		dest *string
+	}{{d.Image.Kernel, &spec.Kernel}, {d.Image.Initrd, &spec.Initrd}, {d.Image.Disk, &spec.BaseImage}} {
+		if f.ref.IsZero() {
+			continue
+		}
+		path, err := a.ensureBlob(ctx, f.ref)
+		if err != nil {
+			return err
+		}
+		*f.dest = path
+	}
+	if spec.BaseImage != "" {
+		spec.BaseFormat = d.Image.DiskFormat
+	}
+	if spec.Kernel != "" {
+		spec.Cmdline = d.Image.Cmdline
+		if spec.Cmdline == "" {
+			spec.Cmdline = defaultCmdline
+		}
+	}
+	if d.Network.MAC != "" {
+		tap, err := a.cfg.Network.Attach(ctx, d.ID, d.Network)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		spec.NICs = []compute.NIC{{MAC: d.Network.MAC, Tap: tap}}
+	}
+	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
+		return fmt.Errorf("create VM: %w", err)
+	}
+	if err := a.cfg.Driver.Start(ctx, d.ID); err != nil {
+		return fmt.Errorf("start VM: %w", err)
+	}
+	return nil
+}
+
+// ensureBlob fetches an image blob, retrying transient failures.
+func (a *Agent) ensureBlob(ctx context.Context, ref model.BlobRef) (string, error) {
+	var err error
+	for attempt := range 3 {
+		var path string
+		if path, err = a.cache.Ensure(ctx, ref); err == nil {
+			return path, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
+	}
+	return "", fmt.Errorf("image: %w", err)
+}
+
+// observe fills obs from the driver.
+func (a *Agent) observe(ctx context.Context, id string, obs nodeproto.ObservedInstance) nodeproto.ObservedInstance {
+	st, err := a.cfg.Driver.Status(ctx, id)
+	switch {
+	case errors.Is(err, compute.ErrNotFound):
+		obs.State = nodeproto.ObsAbsent
+	case err != nil:
+		obs.State, obs.Reason = nodeproto.ObsFailed, err.Error()
+	case st.State == compute.StateRunning:
+		obs.State, obs.PID, obs.StartedAt, obs.Reason = nodeproto.ObsRunning, st.PID, st.StartedAt, ""
+	default:
+		obs.State, obs.Reason = nodeproto.ObsStopped, st.ExitReason
+	}
+	return obs
+}

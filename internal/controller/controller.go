@@ -1,0 +1,283 @@
+// Package controller wires the controller: the store, the service layer, the
+// EC2 and native APIs on the API listener, and the node protocol on its own
+// listener. It is a library: New(cfg) then Run(ctx); tests run it in-process
+// and wait on Ready().
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/clipper-cloud/clipper/internal/api"
+	"github.com/clipper-cloud/clipper/internal/ec2"
+	"github.com/clipper-cloud/clipper/internal/image"
+	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/service"
+	"github.com/clipper-cloud/clipper/internal/store/sqlite"
+)
+
+// Config configures a controller.
+type Config struct {
+	DataDir    string
+	Listen     string // EC2 and native API address, "127.0.0.1:8773"
+	NodeListen string // node protocol address; "" is the API port + 1
+	Service    service.Config
+	Logger     *slog.Logger
+}
+
+// Controller is a running controller.
+type Controller struct {
+	cfg       Config
+	log       *slog.Logger
+	st        *sqlite.Store
+	svc       *service.Service
+	hub       *hub
+	apiLn     net.Listener
+	nodeLn    net.Listener
+	key       model.AccessKey
+	nodeToken string
+	apiMux    http.Handler
+	nodeMux   http.Handler
+	ready     chan struct{}
+	closeOnce sync.Once
+}
+
+// New opens the store, creates the admin credentials at first start and
+// binds both listeners (so the addresses are known before Run).
+func New(ctx context.Context, cfg Config) (*Controller, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "clipper.db"))
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{cfg: cfg, log: cfg.Logger.With("component", "controller"), st: st, hub: newHub(), ready: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			c.close()
+		}
+	}()
+	blobs, err := image.NewBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return nil, err
+	}
+	if c.svc, err = service.New(st, cfg.Service, blobs, c.hub, c.log); err != nil {
+		return nil, err
+	}
+	if c.key, err = c.svc.EnsureAdmin(ctx); err != nil {
+		return nil, fmt.Errorf("admin credentials: %w", err)
+	}
+	if c.nodeToken, err = loadOrCreateSecret(filepath.Join(cfg.DataDir, "node-token")); err != nil {
+		return nil, err
+	}
+	if c.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	nodeAddr := cfg.NodeListen
+	if nodeAddr == "" {
+		host, port, _ := net.SplitHostPort(c.apiLn.Addr().String())
+		nodeAddr = net.JoinHostPort(host, fmt.Sprint(atoiOr(port)+1))
+	}
+	if c.nodeLn, err = net.Listen("tcp", nodeAddr); err != nil {
+		return nil, fmt.Errorf("listen %s (node protocol): %w", nodeAddr, err)
+	}
+	c.apiHandler(blobs)
+	ok = true
+	return c, nil
+}
+
+func atoiOr(s string) int {
+	n := 0
+	fmt.Sscan(s, &n)
+	return n
+}
+
+func (c *Controller) apiHandler(blobs *image.Blobs) {
+	auth := &sigAuth{svc: c.svc, region: c.cfg.Service.Region}
+	e := ec2.New(c.svc, auth, c.log.With("component", "ec2"))
+	e.Endpoint = c.APIURL()
+	a := api.New(c.svc, c.st, blobs, auth, c.log.With("component", "api"))
+	mux := http.NewServeMux()
+	mux.Handle(api.Prefix, a)
+	mux.Handle("/", e)
+	c.apiMux = mux
+	c.nodeMux = (&nodeServer{svc: c.svc, blobs: blobs, hub: c.hub, token: c.nodeToken,
+		log: c.log.With("component", "nodeserver")}).handler()
+}
+
+// Service exposes the service layer (in-process tests and benchmarks).
+func (c *Controller) Service() *service.Service { return c.svc }
+
+// APIURL is the EC2 endpoint URL.
+func (c *Controller) APIURL() string { return "http://" + c.apiLn.Addr().String() }
+
+// NodeURL is the node protocol URL.
+func (c *Controller) NodeURL() string { return "http://" + c.nodeLn.Addr().String() }
+
+// NodeToken is the secret nodes present.
+func (c *Controller) NodeToken() string { return c.nodeToken }
+
+// Credentials is the admin access key.
+func (c *Controller) Credentials() model.AccessKey { return c.key }
+
+// Ready is closed once the API answers and aws.env is written.
+func (c *Controller) Ready() <-chan struct{} { return c.ready }
+
+// Run serves until ctx ends, then shuts down gracefully.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.close()
+	apiSrv := &http.Server{Handler: c.apiMux, ReadHeaderTimeout: 10 * time.Second}
+	nodeSrv := &http.Server{Handler: c.nodeMux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- apiSrv.Serve(c.apiLn) }()
+	go func() { errc <- nodeSrv.Serve(c.nodeLn) }()
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.every(loopCtx, time.Minute, "purge", func(ctx context.Context) error { _, err := c.svc.Purge(ctx); return err }) }()
+	go func() {
+		defer wg.Done()
+		c.every(loopCtx, time.Second, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
+	}()
+	if err := c.announce(ctx); err != nil {
+		stopLoops()
+		wg.Wait()
+		return err
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	stopLoops()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	// Long polls end at once: shutdown waits for active requests.
+	nodeSrv.Close()
+	apiSrv.Shutdown(sctx)
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	c.log.Info("controller stopped")
+	return err
+}
+
+// announce waits until the API answers, then writes aws.env and signals Ready.
+func (c *Controller) announce(ctx context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := client.Get(c.APIURL() + "/?Action=DescribeRegions")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := WriteAWSEnv(filepath.Join(c.cfg.DataDir, "aws.env"), c.APIURL(), c.key, c.cfg.Service.Region); err != nil {
+		return err
+	}
+	c.log.Info("controller ready", "api", c.APIURL(), "node_api", c.NodeURL(), "region", c.cfg.Service.Region,
+		"aws_env", filepath.Join(c.cfg.DataDir, "aws.env"))
+	close(c.ready)
+	return nil
+}
+
+func (c *Controller) every(ctx context.Context, d time.Duration, what string, fn func(context.Context) error) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("background task failed", "task", what, "error", err)
+			}
+		}
+	}
+}
+
+func (c *Controller) close() {
+	c.closeOnce.Do(func() {
+		if c.apiLn != nil {
+			c.apiLn.Close()
+		}
+		if c.nodeLn != nil {
+			c.nodeLn.Close()
+		}
+		c.st.Close()
+	})
+}
+
+// WriteAWSEnv writes the shell file that points the AWS CLI and SDKs at a
+// Clipper endpoint. AWS CLI versions before 2.13 ignore AWS_ENDPOINT_URL, so
+// the file also defines an aws function that passes --endpoint-url.
+func WriteAWSEnv(path, endpoint string, key model.AccessKey, region string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Clipper credentials for the AWS CLI and SDKs. Use: . %s\n", path)
+	fmt.Fprintf(&b, "export AWS_ENDPOINT_URL=%s\n", endpoint)
+	fmt.Fprintf(&b, "export AWS_ACCESS_KEY_ID=%s\n", key.ID)
+	fmt.Fprintf(&b, "export AWS_SECRET_ACCESS_KEY=%s\n", key.Secret)
+	fmt.Fprintf(&b, "export AWS_DEFAULT_REGION=%s\n", region)
+	fmt.Fprintf(&b, "export AWS_REGION=%s\n", region)
+	b.WriteString("export AWS_EC2_METADATA_DISABLED=true\nexport AWS_PAGER=\n")
+	b.WriteString(`# AWS CLI < 2.13 does not read AWS_ENDPOINT_URL; pass it explicitly.
+aws() {
+  case " $* " in
+    *" --endpoint-url"*) command aws "$@" ;;
+    *) command aws --endpoint-url "$AWS_ENDPOINT_URL" "$@" ;;
+  esac
+}
+`)
+	return writeFileAtomic(path, []byte(b.String()), 0o600)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// loadOrCreateSecret reads a secret file, creating it (0600) if absent.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var r [24]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	s := hex.EncodeToString(r[:])
+	return s, writeFileAtomic(path, []byte(s+"\n"), 0o600)
+}

@@ -1,0 +1,19 @@
+package network
+
+import (
+	"context"
+
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
+)
+
+// Noop is networking that does nothing: for the fake driver, where VMs are
+// not real and need no taps.
+type Noop struct{}
+
+// Attach returns the tap name a real host would use.
+func (Noop) Attach(ctx context.Context, id string, n nodeproto.Network) (string, error) {
+	return TapName(id), nil
+}
+
+// Detach does nothing.
+func (Noop) Detach(ctx context.Context, id string) error { return nil }
