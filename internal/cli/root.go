@@ -44,6 +44,11 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newVersionCmd(),
+		newDoctorCmd(),
+		newUpCmd(),
+		newControllerCmd(),
+		newNodeCmd(),
+		newImageCmd(),
 	)
 	return root
 }

@@ -150,7 +150,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); c.every(loopCtx, time.Minute, "purge", func(ctx context.Context) error { _, err := c.svc.Purge(ctx); return err }) }()
+	go func() {
+		defer wg.Done()
+		c.every(loopCtx, time.Minute, "purge", func(ctx context.Context) error { _, err := c.svc.Purge(ctx); return err })
+	}()
 	go func() {
 		defer wg.Done()
 		c.every(loopCtx, time.Second, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
