@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,11 +123,7 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 		if err != nil {
 			return err
 		}
-		ips, macs, err := tx.UsedAddresses(sn.ID)
-		if err != nil {
-			return err
-		}
-		pool := newAddressPool(sn, ips, macs)
+		taken := map[netip.Addr]bool{}
 		now := s.nowMS()
 		res.Reservation = model.Reservation{ID: model.NewID(model.PrefixReservation), AccountID: c.AccountID,
 			ClientToken: in.ClientToken, Created: now}
@@ -134,7 +131,7 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 			return err
 		}
 		for idx, nodeID := range placed {
-			ip, mac, err := pool.take()
+			ip, mac, err := allocateAddress(tx, sn, taken)
 			if err != nil {
 				return err
 			}

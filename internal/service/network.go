@@ -3,11 +3,13 @@ package service
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
 
 	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/store"
 )
 
 // subnet is an account's default subnet in one availability zone.
@@ -62,56 +64,36 @@ func ipv4Add(a netip.Addr, n uint64) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// addressPool hands out free private IPs and MACs of one subnet. Like AWS,
-// the first four addresses and the last one are reserved.
-type addressPool struct {
-	sn    subnet
-	used  map[netip.Addr]bool
-	macs  map[string]bool
-	next  netip.Addr
-	limit netip.Addr
-}
-
-func newAddressPool(sn subnet, ips, macs []string) *addressPool {
-	p := &addressPool{sn: sn, used: map[netip.Addr]bool{}, macs: map[string]bool{}}
-	for _, ip := range ips {
-		if a, err := netip.ParseAddr(ip); err == nil {
-			p.used[a] = true
-		}
-	}
-	for _, m := range macs {
-		p.macs[m] = true
-	}
+// allocateAddress picks a free private IP and MAC in a subnet. Like AWS,
+// the first four addresses and the last are reserved. Addresses are drawn at
+// random and checked against an index, so a launch costs the same in an
+// empty subnet and in a busy one; taken holds those handed out in this
+// transaction.
+func allocateAddress(tx store.Tx, sn subnet, taken map[netip.Addr]bool) (netip.Addr, string, error) {
 	size := uint64(1) << (32 - sn.Prefix.Bits())
-	p.next = ipv4Add(sn.Prefix.Addr(), 4)
-	p.limit = ipv4Add(sn.Prefix.Addr(), size-1) // broadcast, exclusive
-	return p
-}
-
-func (p *addressPool) take() (ip netip.Addr, mac string, err error) {
-	for a := p.next; a.Less(p.limit); a = a.Next() {
-		if !p.used[a] {
-			p.used[a] = true
-			p.next = a.Next()
-			ip = a
-			break
-		}
-	}
-	if !ip.IsValid() {
-		return ip, "", model.Errorf(model.KindInsufficientCapacity, "subnet", p.sn.ID,
-			"There are not enough free addresses in subnet '%s' (%s) to satisfy the request", p.sn.ID, p.sn.Prefix)
-	}
-	for {
-		var b [5]byte
+	usable := size - 5
+	for attempt := 0; attempt < 64; attempt++ {
+		var b [13]byte
 		if _, err := rand.Read(b[:]); err != nil {
-			return ip, "", err
+			return netip.Addr{}, "", err
 		}
-		mac = fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3], b[4])
-		if !p.macs[mac] {
-			p.macs[mac] = true
+		off := binary.BigEndian.Uint64(b[:8]) % usable
+		ip := ipv4Add(sn.Prefix.Addr(), 4+off)
+		mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", b[8], b[9], b[10], b[11], b[12])
+		if taken[ip] {
+			continue
+		}
+		used, err := tx.AddressInUse(sn.ID, ip.String(), mac)
+		if err != nil {
+			return netip.Addr{}, "", err
+		}
+		if !used {
+			taken[ip] = true
 			return ip, mac, nil
 		}
 	}
+	return netip.Addr{}, "", model.Errorf(model.KindInsufficientCapacity, "subnet", sn.ID,
+		"There are not enough free addresses in subnet '%s' (%s) to satisfy the request", sn.ID, sn.Prefix)
 }
 
 // DefaultVPC returns the ID of the account's default VPC.

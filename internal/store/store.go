@@ -69,8 +69,9 @@ type Tx interface {
 	// NodeUsage sums what live instances take on each node: vCPU and memory
 	// of instances that are not stopped, disk of every live instance.
 	NodeUsage() (map[string]model.Capacity, error)
-	// UsedAddresses lists the private IPs and MACs of live instances in a subnet.
-	UsedAddresses(subnetID string) (ips, macs []string, err error)
+	// AddressInUse reports whether a live instance holds the private IP in
+	// the subnet, or (if mac is not empty) the MAC anywhere.
+	AddressInUse(subnetID, ip, mac string) (bool, error)
 	// PurgeInstances deletes terminated instances whose state changed before t.
 	PurgeInstances(before time.Time) (int, error)
 

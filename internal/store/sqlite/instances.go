@@ -167,18 +167,12 @@ func (t *tx) NodeUsage() (map[string]model.Capacity, error) {
 	return out, rows.Err()
 }
 
-func (t *tx) UsedAddresses(subnetID string) (ips, macs []string, err error) {
-	rows, err := t.query(`SELECT private_ip, mac FROM instances WHERE subnet_id = ? AND state <> 'terminated'`, subnetID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("used addresses: %w", err)
+func (t *tx) AddressInUse(subnetID, ip, mac string) (bool, error) {
+	var n int
+	err := t.row(`SELECT COUNT(*) FROM instances WHERE subnet_id = ? AND private_ip = ? AND state <> 'terminated'`, subnetID, ip).Scan(&n)
+	if err != nil || n > 0 || mac == "" {
+		return n > 0, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var ip, mac string
-		if err := rows.Scan(&ip, &mac); err != nil {
-			return nil, nil, err
-		}
-		ips, macs = append(ips, ip), append(macs, mac)
-	}
-	return ips, macs, rows.Err()
+	err = t.row(`SELECT COUNT(*) FROM instances WHERE mac = ? AND state <> 'terminated'`, mac).Scan(&n)
+	return n > 0, err
 }
