@@ -6,7 +6,7 @@ set -euo pipefail
 
 pkgs=(
   qemu-system-x86 qemu-utils
-  nftables iproute2
+  nftables iptables iproute2
   awscli
   busybox-static cpio xz-utils zstd kmod
   genisoimage
