@@ -285,62 +285,66 @@ func startCandidate(ctx context.Context, log *slog.Logger, m Method, dst, src ne
 	return c
 }
 
-// pickMethod opens the first round of the ICMP and TCP methods at once and
-// keeps the most preferred one that answers; a fallback that answers first
-// waits a moment for the preferred one. UDP is tried only when both stay
-// silent. It returns a nil prober when nothing answers.
+// pickMethod runs the first round of each method in order of preference
+// (ICMP echo, then TCP, then UDP) and keeps the most preferred one that
+// answers. A method starts only when the ones before it have failed or
+// stayed silent for fallbackDelay, so a healthy target sees ICMP only; a
+// fallback that answers first waits a moment (graceForPreferred) for a
+// better one. It returns a nil prober when nothing answers.
 func pickMethod(ctx context.Context, log *slog.Logger, methods []Method, dst, src netip.Addr, port uint16, mtu int) (*rawProber, *searcher, []Method, int, error) {
-	var first, rest, tried []Method
-	for _, m := range methods {
-		if m == MethodUDP {
-			rest = append(rest, m)
-		} else {
-			first = append(first, m)
+	next := 0
+	more := func() *candidate {
+		if next == len(methods) {
+			return nil
 		}
+		next++
+		return startCandidate(ctx, log, methods[next-1], dst, src, port, mtu)
 	}
+	pick, cs := choose(ctx, more)
 	probes := 0
-	for _, stage := range [][]Method{first, rest} {
-		if len(stage) == 0 {
+	var tried []Method
+	for _, c := range cs {
+		tried = append(tried, c.m)
+		if c == pick {
 			continue
 		}
-		var cs []*candidate
-		for _, m := range stage {
-			cs = append(cs, startCandidate(ctx, log, m, dst, src, port, mtu))
-			tried = append(tried, m)
+		c.cancel()
+		<-c.done
+		if c.p != nil {
+			probes += c.p.sent()
+			c.p.Close()
 		}
-		pick := choose(ctx, cs)
-		for _, c := range cs {
-			if c == pick {
-				continue
-			}
-			c.cancel()
-			<-c.done
-			if c.p != nil {
-				probes += c.p.sent()
-				c.p.Close()
-			}
-		}
-		if pick != nil {
-			return pick.p, pick.s, tried, probes, nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil, tried, probes, ctx.Err()
-		}
-		// A method that could not even start (no privileges) is an error;
-		// one that got no answer is not.
-		for _, c := range cs {
-			if c.err != nil && !errors.Is(c.err, errUnreachable) {
-				return nil, nil, tried, probes, c.err
-			}
+	}
+	if pick != nil {
+		return pick.p, pick.s, tried, probes, nil
+	}
+	if ctx.Err() != nil {
+		return nil, nil, tried, probes, ctx.Err()
+	}
+	// A method that could not even start (no privileges) is an error; one
+	// that got no answer is not.
+	for _, c := range cs {
+		if c.err != nil && !errors.Is(c.err, errUnreachable) {
+			return nil, nil, tried, probes, c.err
 		}
 	}
 	return nil, nil, tried, probes, nil
 }
 
-// choose waits for the candidates (in order of preference) and returns
+// fallbackDelay is how long a method may stay silent before the next one
+// starts beside it.
+const fallbackDelay = 200 * time.Millisecond
+
+// choose starts candidates from more (in order of preference) and returns
 // the first that answered and whose betters have failed or had their grace
-// time; nil when all fail or ctx ends.
-func choose(ctx context.Context, cs []*candidate) *candidate {
+// time, with every candidate started; a nil pick when all fail or ctx ends.
+func choose(ctx context.Context, more func() *candidate) (*candidate, []*candidate) {
+	var cs []*candidate
+	if c := more(); c != nil {
+		cs = append(cs, c)
+	}
+	fallback := time.NewTimer(fallbackDelay)
+	defer fallback.Stop()
 	var grace <-chan time.Time
 	graceOver := false
 	for {
@@ -354,11 +358,20 @@ func choose(ctx context.Context, cs []*candidate) *candidate {
 				break
 			}
 			if c.err == nil {
-				return c
+				return c, cs
 			}
 		}
-		if allDone || ctx.Err() != nil {
-			return nil
+		if ctx.Err() != nil {
+			return nil, cs
+		}
+		if allDone {
+			c := more()
+			if c == nil {
+				return nil, cs
+			}
+			cs = append(cs, c)
+			fallback.Reset(fallbackDelay)
+			continue
 		}
 		if grace == nil {
 			for _, c := range cs {
@@ -370,24 +383,28 @@ func choose(ctx context.Context, cs []*candidate) *candidate {
 				}
 			}
 		}
-		if waitAny(ctx, cs, grace) {
+		switch waitAny(ctx, cs, grace, fallback.C) {
+		case 1:
 			graceOver = true
+		case 2:
+			if c := more(); c != nil {
+				cs = append(cs, c)
+				fallback.Reset(fallbackDelay)
+			}
 		}
 	}
 }
 
-// waitAny returns when one more candidate finishes, the grace timer fires
-// (true), or ctx ends.
-func waitAny(ctx context.Context, cs []*candidate, grace <-chan time.Time) bool {
+// waitAny returns 0 when one more candidate finishes or ctx ends, 1 when
+// the grace timer fires and 2 when the fallback timer does.
+func waitAny(ctx context.Context, cs []*candidate, grace, fallback <-chan time.Time) int {
 	one := make(chan struct{}, len(cs))
 	stop := make(chan struct{})
 	defer close(stop)
-	pending := 0
 	for _, c := range cs {
 		if c.finished() {
 			continue
 		}
-		pending++
 		go func() {
 			select {
 			case <-c.done:
@@ -396,14 +413,13 @@ func waitAny(ctx context.Context, cs []*candidate, grace <-chan time.Time) bool 
 			}
 		}()
 	}
-	if pending == 0 {
-		return false
-	}
 	select {
 	case <-one:
 	case <-grace:
-		return true
+		return 1
+	case <-fallback:
+		return 2
 	case <-ctx.Done():
 	}
-	return false
+	return 0
 }
