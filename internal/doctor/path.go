@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -245,12 +246,23 @@ func resolve(ctx context.Context, host string, family int) (netip.Addr, error) {
 
 // candidate is one probe method being tried.
 type candidate struct {
-	m      Method
-	p      *rawProber
-	s      *searcher
-	err    error
-	cancel context.CancelFunc
-	done   chan struct{}
+	m       Method
+	p       *rawProber
+	s       *searcher
+	err     error
+	cancel  context.CancelFunc
+	done    chan struct{}
+	reached chan struct{} // closed at the target's first answer
+}
+
+// answered reports whether the target has answered this method at all.
+func (c *candidate) answered() bool {
+	select {
+	case <-c.reached:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *candidate) finished() bool {
@@ -266,13 +278,13 @@ func (c *candidate) finished() bool {
 // round in the background.
 func startCandidate(ctx context.Context, log *slog.Logger, m Method, dst, src netip.Addr, port uint16, mtu int) *candidate {
 	cctx, cancel := context.WithCancel(ctx)
-	c := &candidate{m: m, cancel: cancel, done: make(chan struct{})}
+	c := &candidate{m: m, cancel: cancel, done: make(chan struct{}), reached: make(chan struct{})}
 	if m == MethodUDP {
 		port = udpPort // a closed port answers with port unreachable
 	}
 	go func() {
 		defer close(c.done)
-		p, err := newRawProber(cctx, log, m, dst, src, port)
+		p, err := newRawProber(cctx, log, m, dst, src, port, c.reached)
 		if err != nil {
 			c.err = err
 			return
@@ -287,10 +299,10 @@ func startCandidate(ctx context.Context, log *slog.Logger, m Method, dst, src ne
 
 // pickMethod runs the first round of each method in order of preference
 // (ICMP echo, then TCP, then UDP) and keeps the most preferred one that
-// answers. A method starts only when the ones before it have failed or
-// stayed silent for fallbackDelay, so a healthy target sees ICMP only; a
-// fallback that answers first waits a moment (graceForPreferred) for a
-// better one. It returns a nil prober when nothing answers.
+// answers. A method starts only when the ones before it have failed or got
+// no answer at all for fallbackDelay, so a target that answers echo sees
+// ICMP only; a fallback that answers first waits a moment
+// (graceForPreferred) for a better one. It returns a nil prober when nothing answers.
 func pickMethod(ctx context.Context, log *slog.Logger, methods []Method, dst, src netip.Addr, port uint16, mtu int) (*rawProber, *searcher, []Method, int, error) {
 	next := 0
 	more := func() *candidate {
@@ -387,6 +399,9 @@ func choose(ctx context.Context, more func() *candidate) (*candidate, []*candida
 		case 1:
 			graceOver = true
 		case 2:
+			if slices.ContainsFunc(cs, (*candidate).answered) {
+				break // a method works; its round is still running
+			}
 			if c := more(); c != nil {
 				cs = append(cs, c)
 				fallback.Reset(fallbackDelay)

@@ -143,6 +143,9 @@ type rawProber struct {
 	closed   bool
 	nowFunc  func() time.Time
 	udpRange uint32
+	// reached, when set, is closed at the first answer from the target.
+	reached     chan struct{}
+	reachedOnce sync.Once
 }
 
 type pending struct {
@@ -236,13 +239,13 @@ func localMTU(src netip.Addr) (int, string, error) {
 }
 
 // newRawProber opens the sockets for probing dst with method m. It needs
-// CAP_NET_RAW.
-func newRawProber(ctx context.Context, log *slog.Logger, m Method, dst, src netip.Addr, port uint16) (*rawProber, error) {
+// CAP_NET_RAW. reached, if not nil, is closed at the target's first answer.
+func newRawProber(ctx context.Context, log *slog.Logger, m Method, dst, src netip.Addr, port uint16, reached chan struct{}) (*rawProber, error) {
 	v6 := dst.Is6() && !dst.Is4In6()
 	p := &rawProber{
 		log: log, method: m, dst: dst, src: src, v6: v6, port: port,
 		pending: map[uint32]*pending{}, curTTL: map[*net.IPConn]int{}, hold: -1,
-		nowFunc: time.Now, udpRange: 4096,
+		nowFunc: time.Now, udpRange: 4096, reached: reached,
 	}
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -604,6 +607,9 @@ func (p *rawProber) resolve(id uint32, o outcome) {
 	pd.out = o
 	pd.done = true
 	pd.notify <- struct{}{}
+	if o.kind == reached && p.reached != nil {
+		p.reachedOnce.Do(func() { close(p.reached) })
+	}
 }
 
 // handleICMP matches an ICMP message (IP header removed) to a probe.

@@ -95,7 +95,7 @@ func (pc PeerChecker) Check(ctx context.Context, peer netip.Addr, mtu int) (Cond
 		c.Message = fmt.Sprintf("configured MTU %d, but the interface toward %s (%s) has MTU %d", mtu, peer, ifname, local)
 		return c, nil
 	}
-	p, err := newRawProber(ctx, log, m, peer, src, pc.Port)
+	p, err := newRawProber(ctx, log, m, peer, src, pc.Port, nil)
 	if err != nil {
 		return c, err
 	}
