@@ -56,6 +56,7 @@ type Agent struct {
 	client *nodeproto.Client
 	cache  *image.Cache
 	bootID string
+	state  *stateFile
 
 	mu     sync.Mutex
 	insts  map[string]*instance
@@ -81,12 +82,16 @@ func New(cfg Config) (*Agent, error) {
 		}
 		cfg.Name = h
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "instances"), 0o700); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	state, err := openStateFile(cfg.DataDir)
+	if err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent", "node", cfg.Name), client: cfg.Client,
 		insts: map[string]*instance{}, reportKick: make(chan struct{}, 1), ready: make(chan struct{}),
-		consoleMax: 64 * 1024, interval: 2 * time.Second, bootID: bootID()}
+		consoleMax: 64 * 1024, interval: 2 * time.Second, bootID: bootID(), state: state}
 	cache, err := image.NewCache(filepath.Join(cfg.DataDir, "images"), a.fetchBlob)
 	if err != nil {
 		return nil, err
@@ -112,8 +117,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log = a.log.With("node_id", reply.NodeID)
 	a.log.Info("agent registered", "zone", reply.Zone, "driver", a.cfg.Driver.Name())
-	errc := make(chan error, 3)
-	a.wg.Add(3)
+	errc := make(chan error, 4)
+	a.wg.Add(4)
+	go func() { defer a.wg.Done(); errc <- a.state.run(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.pollLoop(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.reportLoop(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.scanLoop(ctx) }()

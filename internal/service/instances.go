@@ -182,6 +182,7 @@ func (s *Service) replayRun(tx store.Tx, c Caller, r model.Reservation, in RunIn
 	if err := s.attachTags(tx, c.AccountID, insts); err != nil {
 		return err
 	}
+	sort.Slice(insts, func(a, b int) bool { return insts[a].LaunchIndex < insts[b].LaunchIndex })
 	res.Reservation, res.Instances = r, insts
 	return nil
 }
@@ -453,6 +454,9 @@ func (s *Service) changeInstances(ctx context.Context, c Caller, ids []string, o
 		return nil, err
 	}
 	s.notify.NodesChanged(dedupe(nodes)...)
+	for _, ch := range out {
+		s.watch.fire(ch.InstanceID)
+	}
 	return out, nil
 }
 

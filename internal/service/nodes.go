@@ -133,8 +133,9 @@ func (s *Service) desiredInstance(tx store.Tx, i model.Instance, images map[stri
 func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Report) (nodeproto.ReportReply, error) {
 	var reply nodeproto.ReportReply
 	var changedNode bool
+	var changed []string
 	err := s.update(ctx, func(tx store.Tx) error {
-		changedNode = false
+		changedNode, changed = false, nil
 		node, err := tx.GetNode(nodeID)
 		if err != nil {
 			return err
@@ -151,11 +152,14 @@ func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Rep
 		}
 		reply.NodeState = node.State
 		for _, o := range r.Instances {
-			c, err := s.applyObservation(tx, nodeID, o)
+			st, power, err := s.applyObservation(tx, nodeID, o)
 			if err != nil {
 				return err
 			}
-			changedNode = changedNode || c
+			changedNode = changedNode || power
+			if st {
+				changed = append(changed, o.ID)
+			}
 		}
 		return nil
 	})
@@ -165,18 +169,19 @@ func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Rep
 	if changedNode {
 		s.notify.NodesChanged(nodeID)
 	}
+	s.watch.fire(changed...)
 	return reply, nil
 }
 
 // applyObservation moves one instance along its lifecycle; it returns
-// whether the node's desired state changed.
-func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.ObservedInstance) (bool, error) {
+// whether the instance changed and whether the node's desired state did.
+func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.ObservedInstance) (changed, power bool, err error) {
 	i, err := tx.GetInstance(o.ID)
 	if errors.Is(err, model.ErrNotFound) || (err == nil && i.NodeID != nodeID) {
-		return false, nil // not ours (purged, or moved): the next full sync removes it
+		return false, false, nil // not ours (purged, or moved): the next full sync removes it
 	}
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if len(o.Console) > 0 {
 		out := o.Console
@@ -184,7 +189,7 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 			out = out[len(out)-ConsoleMax:]
 		}
 		if err := tx.PutConsole(model.Console{InstanceID: i.ID, Output: out, Updated: s.nowMS()}); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	now := s.nowMS()
@@ -216,16 +221,16 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 		i.PrivateIP = ""
 	}
 	if i.State == prev && i.Power == prevPower {
-		return false, nil
+		return false, false, nil
 	}
 	powerChanged := i.Power != prevPower
 	if powerChanged {
 		if i.Rev, err = tx.NextRev(); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	s.log.Info("instance state", "instance", i.ID, "node", nodeID, "from", prev, "to", i.State, "reason", i.StateReason.Code)
-	return powerChanged, tx.UpdateInstance(i)
+	return true, powerChanged, tx.UpdateInstance(i)
 }
 
 func orDefault(s, d string) string {

@@ -103,6 +103,7 @@ type Service struct {
 	now    func() time.Time
 	types  map[string]model.InstanceType
 	keys   keyCache
+	watch  watchers
 }
 
 // New returns a Service. notify may be nil.

@@ -146,11 +146,7 @@ func (t *tx) PurgeInstances(before time.Time) (int, error) {
 }
 
 func (t *tx) NodeUsage() (map[string]model.Capacity, error) {
-	rows, err := t.query(`SELECT node_id,
-		SUM(CASE WHEN state IN ('stopped') THEN 0 ELSE vcpus END),
-		SUM(CASE WHEN state IN ('stopped') THEN 0 ELSE memory_mib END),
-		SUM(disk_gib) * 1024
-		FROM instances WHERE state <> 'terminated' AND node_id <> '' GROUP BY node_id`)
+	rows, err := t.query(`SELECT id, used_vcpus, used_memory_mib, used_disk_mib FROM nodes`)
 	if err != nil {
 		return nil, fmt.Errorf("node usage: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
@@ -25,8 +26,79 @@ var migrationFS embed.FS
 
 // Store is a SQLite-backed store.Store.
 type Store struct {
-	w *sql.DB // exactly one connection: SQLite has one writer anyway
-	r *sql.DB // readers
+	w  *sql.DB // exactly one connection: SQLite has one writer anyway
+	r  *sql.DB // readers
+	ws *stmtCache
+	rs *stmtCache
+}
+
+// stmtCache keeps prepared statements by SQL text, so that SQLite parses
+// each query once rather than on every call (parsing was a quarter of the
+// CPU of a launch).
+type stmtCache struct {
+	db      *sql.DB
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+}
+
+// maxCachedStmts bounds the cache: queries with variable IN lists make
+// new texts, and those are simply not cached once it is full.
+const maxCachedStmts = 256
+
+// get returns the prepared statement for q, or nil the first time: the
+// statement is prepared after the transaction ends (preparing during it
+// would wait for the writer's only connection, which the transaction holds).
+func (c *stmtCache) get(q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st
+	}
+	if len(c.m)+len(c.pending) < maxCachedStmts {
+		c.pending[q] = true
+	}
+	return nil
+}
+
+// preparePending prepares the statements first seen in a transaction that
+// has now ended.
+func (c *stmtCache) preparePending(ctx context.Context) {
+	c.mu.Lock()
+	var qs []string
+	for q := range c.pending {
+		qs = append(qs, q)
+	}
+	clear(c.pending)
+	c.mu.Unlock()
+	// Prepare without holding the lock: preparing waits for a connection,
+	// and a transaction holding one may be waiting for the lock in get.
+	for _, q := range qs {
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, dup := c.m[q]; dup || c.m == nil {
+			st.Close()
+		} else {
+			c.m[q] = st
+		}
+		c.mu.Unlock()
+	}
+}
+
+func newStmtCache(db *sql.DB) *stmtCache {
+	return &stmtCache{db: db, m: map[string]*sql.Stmt{}, pending: map[string]bool{}}
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
 }
 
 var _ store.Store = (*Store)(nil)
@@ -65,30 +137,33 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	return &Store{w: w, r: r}, nil
+	return &Store{w: w, r: r, ws: newStmtCache(w), rs: newStmtCache(r)}, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.ws.close()
+	s.rs.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
 // Update runs fn in a write transaction and commits it if fn returns nil.
 func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	return s.run(ctx, s.w, fn, true)
+	return s.run(ctx, s.w, s.ws, fn, true)
 }
 
 // View runs fn in a read-only snapshot.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
-	return s.run(ctx, s.r, fn, false)
+	return s.run(ctx, s.r, s.rs, fn, false)
 }
 
-func (s *Store) run(ctx context.Context, db *sql.DB, fn func(store.Tx) error, write bool) error {
+func (s *Store) run(ctx context.Context, db *sql.DB, stmts *stmtCache, fn func(store.Tx) error, write bool) error {
 	sqlTx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	t := &tx{ctx: ctx, tx: sqlTx}
+	t := &tx{ctx: ctx, tx: sqlTx, stmts: stmts}
+	defer stmts.preparePending(context.WithoutCancel(ctx))
 	if err := fn(t); err != nil {
 		_ = sqlTx.Rollback()
 		return err

@@ -178,3 +178,69 @@ func TestInstancesAndTags(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestNodeUsageTriggers checks the trigger-kept usage against a full sum
+// through a launch, a stop, a start, a termination and a purge.
+func TestNodeUsageTriggers(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	now := time.Now()
+	sum := func(tx store.Tx) model.Capacity {
+		insts, err := tx.ListInstances(store.InstanceQuery{NodeID: "n1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c model.Capacity
+		for _, i := range insts {
+			if i.State != model.StateTerminated {
+				c.DiskMiB += int64(i.DiskGiB) * 1024
+				if i.State != model.StateStopped {
+					c.VCPUs += i.VCPUs
+					c.MemoryMiB += i.MemoryMiB
+				}
+			}
+		}
+		return c
+	}
+	check := func(step string) {
+		t.Helper()
+		s.View(ctx, func(tx store.Tx) error {
+			u, err := tx.NodeUsage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := sum(tx); u["n1"] != want {
+				t.Fatalf("%s: usage %+v, sum %+v", step, u["n1"], want)
+			}
+			return nil
+		})
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.Update(ctx, func(tx store.Tx) error {
+		must(tx.CreateAccount(model.Account{ID: "1", Name: "a", Created: now}))
+		must(tx.UpsertNode(model.Node{ID: "n1", Name: "n1", Zone: "z", State: model.NodeReady, Capacity: model.Capacity{VCPUs: 8, MemoryMiB: 8192}, LastSeen: now, Created: now}))
+		must(tx.InsertReservation(model.Reservation{ID: "r", AccountID: "1", Created: now}))
+		for _, id := range []string{"i-a", "i-b"} {
+			must(tx.InsertInstance(model.Instance{ID: id, AccountID: "1", ReservationID: "r", VCPUs: 2, MemoryMiB: 512, DiskGiB: 1,
+				NodeID: "n1", State: model.StatePending, Power: model.PowerRunning, LaunchTime: now, StateChanged: now}))
+		}
+		return nil
+	}))
+	check("launch")
+	for _, st := range []model.InstanceState{model.StateStopped, model.StatePending, model.StateTerminated} {
+		must(s.Update(ctx, func(tx store.Tx) error {
+			i, err := tx.GetInstance("i-a")
+			must(err)
+			i.State, i.StateChanged = st, now.Add(-2*time.Hour)
+			return tx.UpdateInstance(i)
+		}))
+		check(string(st))
+	}
+	must(s.Update(ctx, func(tx store.Tx) error { _, err := tx.PurgeInstances(now); return err }))
+	check("purge")
+}

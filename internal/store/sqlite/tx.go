@@ -17,21 +17,41 @@ import (
 
 // tx implements store.Tx over one database/sql transaction.
 type tx struct {
-	ctx context.Context
-	tx  *sql.Tx
+	ctx   context.Context
+	tx    *sql.Tx
+	stmts *stmtCache
 }
 
 var _ store.Tx = (*tx)(nil)
 
+// stmt returns the transaction's handle on the cached prepared statement
+// for q, or nil to run q unprepared.
+func (t *tx) stmt(q string) *sql.Stmt {
+	st := t.stmts.get(q)
+	if st == nil {
+		return nil
+	}
+	return t.tx.StmtContext(t.ctx, st)
+}
+
 func (t *tx) exec(q string, args ...any) (sql.Result, error) {
+	if st := t.stmt(q); st != nil {
+		return st.ExecContext(t.ctx, args...)
+	}
 	return t.tx.ExecContext(t.ctx, q, args...)
 }
 
 func (t *tx) query(q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(q); st != nil {
+		return st.QueryContext(t.ctx, args...)
+	}
 	return t.tx.QueryContext(t.ctx, q, args...)
 }
 
 func (t *tx) row(q string, args ...any) *sql.Row {
+	if st := t.stmt(q); st != nil {
+		return st.QueryRowContext(t.ctx, args...)
+	}
 	return t.tx.QueryRowContext(t.ctx, q, args...)
 }
 
@@ -158,7 +178,7 @@ func (t *tx) InsertReservation(r model.Reservation) error {
 func (t *tx) GetReservationByToken(accountID, token string) (model.Reservation, error) {
 	var r model.Reservation
 	var created int64
-	err := t.row(`SELECT id, account_id, client_token, created FROM reservations WHERE account_id = ? AND client_token = ?`,
+	err := t.row(`SELECT id, account_id, client_token, created FROM reservations WHERE account_id = ? AND client_token = ? AND client_token <> ''`,
 		accountID, token).Scan(&r.ID, &r.AccountID, &r.ClientToken, &created)
 	r.Created = fromMS(created)
 	return r, notFound(err, "reservation", token)

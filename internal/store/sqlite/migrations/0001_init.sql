@@ -71,7 +71,12 @@ CREATE TABLE nodes (
     disk_mib   INTEGER NOT NULL,
     version    TEXT NOT NULL DEFAULT '',
     last_seen  INTEGER NOT NULL,
-    created    INTEGER NOT NULL
+    created    INTEGER NOT NULL,
+    -- What live instances take, kept by the triggers below: vCPU and
+    -- memory of instances that are not stopped, disk of every live one.
+    used_vcpus      INTEGER NOT NULL DEFAULT 0,
+    used_memory_mib INTEGER NOT NULL DEFAULT 0,
+    used_disk_mib   INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE instances (
@@ -124,3 +129,34 @@ CREATE TABLE consoles (
     output      BLOB NOT NULL,
     updated     INTEGER NOT NULL
 );
+
+-- Node usage follows instance rows, so placing an instance reads one row
+-- per node instead of summing every instance.
+CREATE TRIGGER instances_usage_insert AFTER INSERT ON instances BEGIN
+    UPDATE nodes SET
+        used_vcpus      = used_vcpus      + (CASE WHEN NEW.state IN ('stopped', 'terminated') THEN 0 ELSE NEW.vcpus END),
+        used_memory_mib = used_memory_mib + (CASE WHEN NEW.state IN ('stopped', 'terminated') THEN 0 ELSE NEW.memory_mib END),
+        used_disk_mib   = used_disk_mib   + (CASE WHEN NEW.state = 'terminated' THEN 0 ELSE NEW.disk_gib * 1024 END)
+    WHERE id = NEW.node_id;
+END;
+
+CREATE TRIGGER instances_usage_update AFTER UPDATE OF state, node_id, vcpus, memory_mib, disk_gib ON instances BEGIN
+    UPDATE nodes SET
+        used_vcpus      = used_vcpus      - (CASE WHEN OLD.state IN ('stopped', 'terminated') THEN 0 ELSE OLD.vcpus END),
+        used_memory_mib = used_memory_mib - (CASE WHEN OLD.state IN ('stopped', 'terminated') THEN 0 ELSE OLD.memory_mib END),
+        used_disk_mib   = used_disk_mib   - (CASE WHEN OLD.state = 'terminated' THEN 0 ELSE OLD.disk_gib * 1024 END)
+    WHERE id = OLD.node_id;
+    UPDATE nodes SET
+        used_vcpus      = used_vcpus      + (CASE WHEN NEW.state IN ('stopped', 'terminated') THEN 0 ELSE NEW.vcpus END),
+        used_memory_mib = used_memory_mib + (CASE WHEN NEW.state IN ('stopped', 'terminated') THEN 0 ELSE NEW.memory_mib END),
+        used_disk_mib   = used_disk_mib   + (CASE WHEN NEW.state = 'terminated' THEN 0 ELSE NEW.disk_gib * 1024 END)
+    WHERE id = NEW.node_id;
+END;
+
+CREATE TRIGGER instances_usage_delete AFTER DELETE ON instances BEGIN
+    UPDATE nodes SET
+        used_vcpus      = used_vcpus      - (CASE WHEN OLD.state IN ('stopped', 'terminated') THEN 0 ELSE OLD.vcpus END),
+        used_memory_mib = used_memory_mib - (CASE WHEN OLD.state IN ('stopped', 'terminated') THEN 0 ELSE OLD.memory_mib END),
+        used_disk_mib   = used_disk_mib   - (CASE WHEN OLD.state = 'terminated' THEN 0 ELSE OLD.disk_gib * 1024 END)
+    WHERE id = OLD.node_id;
+END;
