@@ -1,0 +1,169 @@
+package qemu
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/clipper-cloud/clipper/internal/compute"
+	"github.com/clipper-cloud/clipper/internal/compute/computetest"
+)
+
+// guestDir finds the test guest built by `make guest-image`.
+func guestDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("CLIPPER_GUEST")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "build", "guest")
+	}
+	for _, f := range []string{"vmlinux", "initrd.img"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Skipf("no test guest in %s (run `make guest-image`; `make test` does): %v", dir, err)
+		}
+	}
+	abs, _ := filepath.Abs(dir)
+	return abs
+}
+
+func requireQEMU(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots real VMs; skipped with -short")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("qemu-system-x86_64 is not installed (`make test` installs it)")
+	}
+}
+
+func newDriver(t testing.TB, dir string) *Driver {
+	t.Helper()
+	d, err := New(Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// killAll ends every VM under dir, whatever state the test left it in.
+func killAll(t testing.TB, dir string) {
+	d := newDriver(t, dir)
+	vms, _ := d.List(context.Background())
+	for _, vm := range vms {
+		if err := d.Delete(context.Background(), vm.ID); err != nil {
+			t.Errorf("cleanup %s: %v", vm.ID, err)
+		}
+	}
+}
+
+func TestConformance(t *testing.T) {
+	requireQEMU(t)
+	guest := guestDir(t)
+	dirs := map[compute.Hypervisor]string{}
+	computetest.Run(t, computetest.Harness{
+		New: func(t *testing.T) compute.Hypervisor {
+			dir := t.TempDir()
+			t.Cleanup(func() { killAll(t, dir) })
+			d := newDriver(t, dir)
+			dirs[d] = dir
+			return d
+		},
+		Reopen: func(t *testing.T, old compute.Hypervisor) compute.Hypervisor {
+			d := newDriver(t, dirs[old])
+			dirs[d] = dirs[old]
+			return d
+		},
+		Spec: func(t *testing.T, id string) compute.Spec {
+			return compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, Kernel: filepath.Join(guest, "vmlinux"),
+				Initrd: filepath.Join(guest, "initrd.img"), Cmdline: "console=ttyS0 quiet"}
+		},
+		Ready: "CLIPPER-GUEST-READY",
+		Boot:  60 * time.Second,
+	})
+}
+
+// TestOverlayAndGuestPoweroff boots with a qcow2 root disk (the overlay must
+// leave the base untouched) and checks a VM that stops on its own reports
+// stopped with the reason.
+func TestOverlayAndGuestPoweroff(t *testing.T) {
+	requireQEMU(t)
+	guest := guestDir(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { killAll(t, dir) })
+	base := filepath.Join(t.TempDir(), "base.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", base, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	baseInfo, _ := os.Stat(base)
+	d := newDriver(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id := "i-0d15c00000000001"
+	spec := compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, Kernel: filepath.Join(guest, "vmlinux"),
+		Initrd: filepath.Join(guest, "initrd.img"), Cmdline: "console=ttyS0 quiet", BaseImage: base, BaseFormat: "qcow2"}
+	if err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "info", d.path(id, overlayFile)).CombinedOutput(); err != nil {
+		t.Fatalf("overlay: %v: %s", err, out)
+	}
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	computetest.WaitConsole(t, d, id, "CLIPPER-GUEST-READY", 1, time.Minute)
+	// The guest powers itself off (as `poweroff` inside it would).
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Execute(ctx, "system_powerdown", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, err := d.Status(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.State == compute.StateStopped {
+			if st.ExitReason != "guest powered off" {
+				t.Fatalf("exit reason %q", st.ExitReason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("guest did not power off")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if after, _ := os.Stat(base); !after.ModTime().Equal(baseInfo.ModTime()) {
+		t.Fatal("the base image was written to")
+	}
+}
+
+func TestBadKernelFailsWithReason(t *testing.T) {
+	requireQEMU(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { killAll(t, dir) })
+	d := newDriver(t, dir)
+	bogus := filepath.Join(t.TempDir(), "not-a-kernel")
+	os.WriteFile(bogus, []byte("nope"), 0o644)
+	ctx := context.Background()
+	id := "i-0bad000000000001"
+	if err := d.Create(ctx, compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 128, Kernel: bogus, Machine: "q35"}); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Start(ctx, id)
+	if err == nil {
+		t.Fatal("started a VM with a bogus kernel")
+	}
+	st, _ := d.Status(ctx, id)
+	if st.State != compute.StateStopped || st.ExitReason == "" {
+		t.Fatalf("status after failure: %+v", st)
+	}
+	t.Logf("reason: %s", st.ExitReason)
+}
