@@ -138,4 +138,3 @@ func (q *Conn) Status(ctx context.Context) (string, error) {
 
 // Close ends the session.
 func (q *Conn) Close() error { return q.c.Close() }
-
