@@ -1,0 +1,288 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clipper-cloud/clipper/internal/agent"
+	"github.com/clipper-cloud/clipper/internal/compute"
+	"github.com/clipper-cloud/clipper/internal/compute/fake"
+	"github.com/clipper-cloud/clipper/internal/compute/qemu"
+	"github.com/clipper-cloud/clipper/internal/controller"
+	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/network"
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/service"
+)
+
+// serverFlags are the flags of the long-running commands.
+type serverFlags struct {
+	dataDir   string
+	logLevel  string
+	logFormat string
+}
+
+func (f *serverFlags) add(cmd *cobra.Command, defDir string) {
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", defDir, "directory for state (database, images, VMs)")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+func (f *serverFlags) logger(cmd *cobra.Command) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json")
+}
+
+// controllerFlags configure the controller side.
+type controllerFlags struct {
+	listen        string
+	nodeListen    string
+	region        string
+	zones         []string
+	instanceTypes string
+	vpcCIDR       string
+	mtu           int
+}
+
+func (f *controllerFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:8773", "address of the EC2 API")
+	cmd.Flags().StringVar(&f.nodeListen, "node-listen", "", "address of the node protocol (default: API port + 1)")
+	cmd.Flags().StringVar(&f.region, "region", "clipper-1", "region name")
+	cmd.Flags().StringSliceVar(&f.zones, "zones", nil, "availability zones (default: <region>a)")
+	cmd.Flags().StringVar(&f.instanceTypes, "instance-types", "", "JSON file with the instance type table ([{\"name\",\"vcpus\",\"memory_mib\",\"disk_gib\"}])")
+	cmd.Flags().StringVar(&f.vpcCIDR, "vpc-cidr", "172.31.0.0/16", "address range of default networks")
+	cmd.Flags().IntVar(&f.mtu, "mtu", 1500, "MTU of instance networks")
+}
+
+func (f *controllerFlags) config(dataDir string, log *slog.Logger) (controller.Config, error) {
+	sc := service.DefaultConfig()
+	sc.Region = f.region
+	sc.Zones = f.zones
+	if len(sc.Zones) == 0 {
+		sc.Zones = []string{f.region + "a"}
+	}
+	if f.instanceTypes != "" {
+		b, err := os.ReadFile(f.instanceTypes)
+		if err != nil {
+			return controller.Config{}, err
+		}
+		var types []model.InstanceType
+		if err := json.Unmarshal(b, &types); err != nil {
+			return controller.Config{}, fmt.Errorf("%s: %w", f.instanceTypes, err)
+		}
+		sc.InstanceTypes = types
+		if len(types) > 0 {
+			sc.DefaultType = types[0].Name
+		}
+	}
+	p, err := netip.ParsePrefix(f.vpcCIDR)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+		return controller.Config{}, fmt.Errorf("--vpc-cidr must be an IPv4 prefix of /24 or larger")
+	}
+	sc.VPCCIDR = p
+	sc.SubnetBits = min(p.Bits()+4, 28)
+	sc.MTU = f.mtu
+	return controller.Config{DataDir: dataDir, Listen: f.listen, NodeListen: f.nodeListen, Service: sc, Logger: log}, nil
+}
+
+// nodeFlags configure the node agent side.
+type nodeFlags struct {
+	name     string
+	zone     string
+	driver   string
+	qemuPath string
+	address  string
+}
+
+func (f *nodeFlags) add(cmd *cobra.Command) {
+	host, _ := os.Hostname()
+	cmd.Flags().StringVar(&f.name, "name", host, "node name")
+	cmd.Flags().StringVar(&f.zone, "zone", "", "availability zone of this node (default: the first zone)")
+	cmd.Flags().StringVar(&f.driver, "driver", "qemu", "hypervisor driver: qemu or fake")
+	cmd.Flags().StringVar(&f.qemuPath, "qemu", "qemu-system-x86_64", "QEMU binary (qemu driver)")
+	cmd.Flags().StringVar(&f.address, "address", "", "address other nodes reach this node at")
+}
+
+// hypervisor builds the driver and the networking that goes with it.
+func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (compute.Hypervisor, agent.Network, func(), error) {
+	switch f.driver {
+	case "fake":
+		return fake.New(), network.Noop{}, func() {}, nil
+	case "qemu":
+		d, err := qemu.New(qemu.Config{StateDir: filepath.Join(dir, "vms"), QEMUPath: f.qemuPath, Logger: log})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		n, err := network.New(log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return d, n, func() { n.Close() }, nil
+	}
+	return nil, nil, nil, fmt.Errorf("--driver must be qemu or fake, not %q", f.driver)
+}
+
+func (f *nodeFlags) agent(client *nodeproto.Client, dir string, log *slog.Logger) (*agent.Agent, func(), error) {
+	drv, net, closeNet, err := f.hypervisor(dir, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := agent.New(agent.Config{Client: client, DataDir: dir, Name: f.name, Zone: f.zone, Address: f.address,
+		Driver: drv, Network: net, Logger: log})
+	if err != nil {
+		closeNet()
+		return nil, nil, err
+	}
+	return a, closeNet, nil
+}
+
+func newControllerCmd() *cobra.Command {
+	var sf serverFlags
+	var cf controllerFlags
+	cmd := &cobra.Command{
+		Use:   "controller",
+		Short: "Run the controller: the EC2 API, the state store and the scheduler",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := sf.logger(cmd)
+			if err != nil {
+				return err
+			}
+			cfg, err := cf.config(sf.dataDir, log)
+			if err != nil {
+				return err
+			}
+			ctrl, err := controller.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return ctrl.Run(cmd.Context())
+		},
+	}
+	sf.add(cmd, "/var/lib/clipper")
+	cf.add(cmd)
+	return cmd
+}
+
+func newNodeCmd() *cobra.Command {
+	var sf serverFlags
+	var nf nodeFlags
+	var controllerURL, token, tokenFile string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a node agent that hosts VMs for a controller",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := sf.logger(cmd)
+			if err != nil {
+				return err
+			}
+			if controllerURL == "" {
+				return errors.New("--controller is required")
+			}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return err
+				}
+				token = strings.TrimSpace(string(b))
+			}
+			if token == "" {
+				return errors.New("--token or --token-file is required")
+			}
+			a, closeNet, err := nf.agent(nodeproto.NewClient(strings.TrimRight(controllerURL, "/"), token, nil), sf.dataDir, log)
+			if err != nil {
+				return err
+			}
+			defer closeNet()
+			return a.Run(cmd.Context())
+		},
+	}
+	sf.add(cmd, "/var/lib/clipper/node")
+	nf.add(cmd)
+	cmd.Flags().StringVar(&controllerURL, "controller", "", "URL of the controller's node protocol (http://host:8774)")
+	cmd.Flags().StringVar(&token, "token", "", "node token")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the node token")
+	return cmd
+}
+
+func newUpCmd() *cobra.Command {
+	var sf serverFlags
+	var cf controllerFlags
+	var nf nodeFlags
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run an all-in-one cloud on this machine: a controller and a node agent",
+		Long: `Run an all-in-one cloud: the controller and a node agent in one process, talking
+over the node protocol like separate machines would. When the API answers,
+DATA-DIR/aws.env holds the endpoint and credentials for the AWS CLI and SDKs.
+Ctrl-C stops the cloud; running VMs keep running and are adopted again by the
+next 'clipper up'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := sf.logger(cmd)
+			if err != nil {
+				return err
+			}
+			cfg, err := cf.config(sf.dataDir, log)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			ctrl, err := controller.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			client := nodeproto.NewClient(ctrl.NodeURL(), ctrl.NodeToken(), nil)
+			a, closeNet, err := nf.agent(client, filepath.Join(sf.dataDir, "node"), log)
+			if err != nil {
+				return err
+			}
+			defer closeNet()
+			errc := make(chan error, 2)
+			go func() { errc <- ctrl.Run(ctx) }()
+			go func() { errc <- a.Run(ctx) }()
+			go func() {
+				select {
+				case <-ctrl.Ready():
+					fmt.Fprintf(cmd.OutOrStdout(), "Clipper is up: EC2 API at %s\n  . %s/aws.env\n", ctrl.APIURL(), sf.dataDir)
+				case <-ctx.Done():
+				}
+			}()
+			first := <-errc
+			cancel()
+			second := <-errc
+			if first != nil && !errors.Is(first, context.Canceled) {
+				return first
+			}
+			if second != nil && !errors.Is(second, context.Canceled) {
+				return second
+			}
+			return nil
+		},
+	}
+	sf.add(cmd, "/var/lib/clipper")
+	cf.add(cmd)
+	nf.add(cmd)
+	return cmd
+}
