@@ -61,6 +61,7 @@ type controllerFlags struct {
 	instanceTypes string
 	vpcCIDR       string
 	mtu           int
+	overcommit    service.Overcommit
 }
 
 func (f *controllerFlags) add(cmd *cobra.Command) {
@@ -71,6 +72,10 @@ func (f *controllerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.instanceTypes, "instance-types", "", "JSON file with the instance type table ([{\"name\",\"vcpus\",\"memory_mib\",\"disk_gib\"}])")
 	cmd.Flags().StringVar(&f.vpcCIDR, "vpc-cidr", "172.31.0.0/16", "address range of default networks")
 	cmd.Flags().IntVar(&f.mtu, "mtu", 1500, "MTU of instance networks")
+	def := service.DefaultConfig().Overcommit
+	cmd.Flags().Float64Var(&f.overcommit.CPU, "overcommit-cpu", def.CPU, "vCPUs placed per host CPU")
+	cmd.Flags().Float64Var(&f.overcommit.Memory, "overcommit-memory", def.Memory, "memory placed per MiB of host memory")
+	cmd.Flags().Float64Var(&f.overcommit.Disk, "overcommit-disk", def.Disk, "disk placed per MiB of free host disk")
 }
 
 func (f *controllerFlags) config(dataDir string, log *slog.Logger) (controller.Config, error) {
@@ -101,6 +106,10 @@ func (f *controllerFlags) config(dataDir string, log *slog.Logger) (controller.C
 	sc.VPCCIDR = p
 	sc.SubnetBits = min(p.Bits()+4, 28)
 	sc.MTU = f.mtu
+	if f.overcommit.CPU <= 0 || f.overcommit.Memory <= 0 || f.overcommit.Disk <= 0 {
+		return controller.Config{}, fmt.Errorf("overcommit ratios must be positive")
+	}
+	sc.Overcommit = f.overcommit
 	return controller.Config{DataDir: dataDir, Listen: f.listen, NodeListen: f.nodeListen, Service: sc, Logger: log}, nil
 }
 

@@ -230,6 +230,9 @@ func (p *Proc) WaitFor(ctx context.Context, s string) error {
 	}
 }
 
+// Done is closed when the process has exited (its output is closed).
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // PID is the process ID of the background process.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
