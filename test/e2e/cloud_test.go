@@ -55,7 +55,7 @@ func run(m *testing.M) int {
 }
 
 // guest returns the test guest's kernel and initrd (built by make guest-image).
-func guest(t *testing.T) (kernel, initrd string) {
+func guest(t testing.TB) (kernel, initrd string) {
 	t.Helper()
 	dir := os.Getenv("CLIPPER_GUEST")
 	if dir == "" {
@@ -71,7 +71,7 @@ func guest(t *testing.T) (kernel, initrd string) {
 	return kernel, initrd
 }
 
-func requireVMs(t *testing.T) {
+func requireVMs(t testing.TB) {
 	t.Helper()
 	netns.Require(t)
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -91,7 +91,7 @@ type Cloud struct {
 }
 
 // StartCloud runs `clipper up` in a fresh namespace and waits for aws.env.
-func StartCloud(t *testing.T, extra ...string) *Cloud {
+func StartCloud(t testing.TB, extra ...string) *Cloud {
 	t.Helper()
 	c := &Cloud{NS: netns.New(t, "e2e"), Dir: t.TempDir(), procs: map[string]*netns.Proc{}}
 	c.Start(t, "up", append([]string{"up", "--data-dir", c.Dir, "--listen", "127.0.0.1:8773"}, extra...)...)
@@ -100,7 +100,7 @@ func StartCloud(t *testing.T, extra ...string) *Cloud {
 }
 
 // Start runs a clipper command in the background under a name.
-func (c *Cloud) Start(t *testing.T, name string, args ...string) *netns.Proc {
+func (c *Cloud) Start(t testing.TB, name string, args ...string) *netns.Proc {
 	t.Helper()
 	p := c.NS.Start(append([]string{clipperBin}, args...)...)
 	c.procs[name] = p
@@ -112,7 +112,7 @@ func (c *Cloud) Start(t *testing.T, name string, args ...string) *netns.Proc {
 func (c *Cloud) Proc(name string) *netns.Proc { return c.procs[name] }
 
 // killVMs ends every QEMU this cloud started, whatever the test did.
-func (c *Cloud) killVMs(t *testing.T) {
+func (c *Cloud) killVMs(t testing.TB) {
 	matches, _ := filepath.Glob(filepath.Join(c.Dir, "*", "vms", "*", "qemu.pid"))
 	more, _ := filepath.Glob(filepath.Join(c.Dir, "vms", "*", "qemu.pid"))
 	for _, pidfile := range append(matches, more...) {
@@ -131,7 +131,7 @@ func (c *Cloud) killVMs(t *testing.T) {
 	}
 }
 
-func (c *Cloud) waitEnv(t *testing.T) {
+func (c *Cloud) waitEnv(t testing.TB) {
 	t.Helper()
 	path := filepath.Join(c.Dir, "aws.env")
 	deadline := time.Now().Add(30 * time.Second)
@@ -173,14 +173,14 @@ func (c *Cloud) client(key, secret string) *ec2.Client {
 }
 
 // Output runs a command in the namespace with the cloud's AWS environment.
-func (c *Cloud) Output(t *testing.T, argv ...string) (string, error) {
+func (c *Cloud) Output(t testing.TB, argv ...string) (string, error) {
 	t.Helper()
 	env := append([]string{"env", "PATH=/usr/bin:/usr/sbin:/bin:/sbin", "AWS_PAGER=", "HOME=" + c.Dir}, c.Env...)
 	return c.NS.Output(append(env, argv...)...)
 }
 
 // Run is Output that fails the test on error.
-func (c *Cloud) Run(t *testing.T, argv ...string) string {
+func (c *Cloud) Run(t testing.TB, argv ...string) string {
 	t.Helper()
 	out, err := c.Output(t, argv...)
 	if err != nil {
@@ -190,13 +190,13 @@ func (c *Cloud) Run(t *testing.T, argv ...string) string {
 }
 
 // AWS runs the AWS CLI v2 against the cloud.
-func (c *Cloud) AWS(t *testing.T, args ...string) string {
+func (c *Cloud) AWS(t testing.TB, args ...string) string {
 	t.Helper()
 	return c.Run(t, append([]string{awsCLI, "--endpoint-url", c.creds["AWS_ENDPOINT_URL"]}, args...)...)
 }
 
 // ImportGuest imports the test guest with clipper image import.
-func (c *Cloud) ImportGuest(t *testing.T, name string) string {
+func (c *Cloud) ImportGuest(t testing.TB, name string) string {
 	t.Helper()
 	kernel, initrd := guest(t)
 	ami := c.Run(t, clipperBin, "image", "import", "--name", name, "--kernel", kernel, "--initrd", initrd)
@@ -208,7 +208,7 @@ func (c *Cloud) ImportGuest(t *testing.T, name string) string {
 
 // WaitConsole waits until an instance's console (GetConsoleOutput through
 // the SDK) contains want.
-func (c *Cloud) WaitConsole(t *testing.T, id, want string, within time.Duration) string {
+func (c *Cloud) WaitConsole(t testing.TB, id, want string, within time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last string

@@ -117,7 +117,7 @@ func TestLifecycleSDKAndCLI(t *testing.T) {
 
 // qemuPID reads the QEMU PID of an instance under `clipper up`'s node dir
 // and checks it is alive; 0 when it is not running.
-func qemuPID(t *testing.T, c *Cloud, id string) int {
+func qemuPID(t testing.TB, c *Cloud, id string) int {
 	t.Helper()
 	for _, dir := range []string{c.Dir + "/node/vms/", c.Dir + "/vms/"} {
 		b, err := os.ReadFile(dir + id + "/qemu.pid")

@@ -68,7 +68,7 @@ func TestNodeAgentKill9KeepsVM(t *testing.T) {
 	waitState(t, c, id, types.InstanceStateNameTerminated, time.Minute)
 }
 
-func waitState(t *testing.T, c *Cloud, id string, want types.InstanceStateName, within time.Duration) {
+func waitState(t testing.TB, c *Cloud, id string, want types.InstanceStateName, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var last types.InstanceStateName

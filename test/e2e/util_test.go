@@ -23,12 +23,12 @@ func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-func requireNS(t *testing.T) {
+func requireNS(t testing.TB) {
 	t.Helper()
 	netns.Require(t)
 }
 
-func writeTemp(t *testing.T, content string) string {
+func writeTemp(t testing.TB, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "blob")
 	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {

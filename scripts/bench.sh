@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# make bench: the figures the issues name, on this machine.
+#   control plane: RunInstances -> running with the fake driver (p50, p99 over
+#     1,000 launches) and launches/s with 100 concurrent clients;
+#   boot: RunInstances -> CLIPPER-GUEST-READY with the qemu driver next to a
+#     bare qemu-system-x86_64 of the same guest (the ratio is Clipper's overhead);
+#   scheduler placements/s, SigV4 verification cost;
+#   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
+# SKIP_DOCTOR=1 leaves out the doctor part (it takes ~8 minutes, mostly tracepath).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH
+echo "== machine: $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "== $(qemu-system-x86_64 --version | head -1)"
+echo
+echo "== control plane (fake driver, real SQLite store, EC2 API over HTTP)"
+go test -run '^$' -bench 'BenchmarkLaunch' -benchtime 1x ./internal/controller/ | grep -E '^Benchmark'
+echo
+echo "== scheduler and SigV4"
+go test -run '^$' -bench 'BenchmarkPlace' -benchtime 1x ./internal/scheduler/ | grep -E '^Benchmark'
+go test -run '^$' -bench 'BenchmarkVerify' ./internal/sigv4/ | grep -E '^Benchmark'
+echo
+echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
+go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'
+if [ -z "${SKIP_DOCTOR:-}" ]; then
+  echo
+  echo "== clipper doctor vs tracepath"
+  ./scripts/bench-doctor.sh
+fi
