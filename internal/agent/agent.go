@@ -29,11 +29,22 @@ import (
 
 // Network is the node networking the agent needs for instances.
 type Network interface {
-	// Attach prepares an instance's port (tap on its bridge, addresses,
-	// DHCP lease) and returns the tap device name. It is idempotent.
-	Attach(ctx context.Context, id string, n nodeproto.Network) (tap string, err error)
+	// Attach prepares or updates an instance's port (tap on its network's
+	// bridge, DHCP lease, anti-spoofing, security groups). Idempotent.
+	Attach(ctx context.Context, id string, n nodeproto.Network) (nodeproto.Port, error)
 	// Detach removes what Attach made. Detaching an unknown ID is a no-op.
 	Detach(ctx context.Context, id string) error
+	// SetGroups installs security group definitions; with full, groups not
+	// listed are removed.
+	SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error
+}
+
+// Metadata is the node's instance metadata service.
+type Metadata interface {
+	// Set serves md for the instance whose packets carry mark.
+	Set(id string, mark uint32, md nodeproto.InstanceMetadata, opts nodeproto.MetadataOptions)
+	// Remove stops serving an instance.
+	Remove(id string)
 }
 
 // Config configures an agent.

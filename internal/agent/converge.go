@@ -124,11 +124,11 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 		}
 	}
 	if d.Network.MAC != "" {
-		tap, err := a.cfg.Network.Attach(ctx, d.ID, d.Network)
+		port, err := a.cfg.Network.Attach(ctx, d.ID, d.Network)
 		if err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
-		spec.NICs = []compute.NIC{{MAC: d.Network.MAC, Tap: tap}}
+		spec.NICs = []compute.NIC{{MAC: d.Network.MAC, Tap: port.Tap}}
 	}
 	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
 		return fmt.Errorf("create VM: %w", err)

@@ -98,14 +98,14 @@ func TapName(instanceID string) string {
 }
 
 // Attach implements agent.Network.
-func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (string, error) {
+func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (nodeproto.Port, error) {
 	gw, err := netip.ParsePrefix(n.Gateway)
 	if err != nil || !gw.Addr().Is4() {
-		return "", fmt.Errorf("network: bad gateway %q", n.Gateway)
+		return nodeproto.Port{}, fmt.Errorf("network: bad gateway %q", n.Gateway)
 	}
 	ip, err := netip.ParseAddr(n.PrivateIP)
 	if err != nil || !gw.Contains(ip) {
-		return "", fmt.Errorf("network: address %q is not in %s", n.PrivateIP, gw)
+		return nodeproto.Port{}, fmt.Errorf("network: address %q is not in %s", n.PrivateIP, gw)
 	}
 	mtu := n.MTU
 	if mtu == 0 {
@@ -115,11 +115,11 @@ func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (stri
 	defer h.mu.Unlock()
 	br, err := h.ensureBridge(n.Bridge, gw, mtu)
 	if err != nil {
-		return "", err
+		return nodeproto.Port{}, err
 	}
 	tap := TapName(id)
 	if err := ensureTap(tap, n.Bridge, mtu); err != nil {
-		return "", err
+		return nodeproto.Port{}, err
 	}
 	dns := h.dns
 	if len(dns) == 0 {
@@ -127,7 +127,13 @@ func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (stri
 	}
 	br.dhcp.setLease(n.MAC, lease{ip: ip, hostname: hostname(ip), dns: dns})
 	h.ports[id] = port{bridge: n.Bridge, tap: tap, mac: n.MAC}
-	return tap, nil
+	return nodeproto.Port{Tap: tap}, nil
+}
+
+// SetGroups implements agent.Network. Security groups are not enforced
+// yet: the skeleton network accepts the definitions and ignores them.
+func (h *Host) SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error {
+	return nil
 }
 
 // Detach implements agent.Network.

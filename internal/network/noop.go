@@ -11,8 +11,13 @@ import (
 type Noop struct{}
 
 // Attach returns the tap name a real host would use.
-func (Noop) Attach(ctx context.Context, id string, n nodeproto.Network) (string, error) {
-	return TapName(id), nil
+func (Noop) Attach(ctx context.Context, id string, n nodeproto.Network) (nodeproto.Port, error) {
+	return nodeproto.Port{Tap: TapName(id)}, nil
+}
+
+// SetGroups does nothing.
+func (Noop) SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error {
+	return nil
 }
 
 // Detach does nothing.

@@ -44,25 +44,108 @@ type RegistrationReply struct {
 
 // Network is the layer-2/3 setup an instance's interface needs on its node.
 type Network struct {
-	Bridge    string `json:"bridge"`  // host bridge name
+	VPCID     string `json:"vpc_id"`
+	Bridge    string `json:"bridge"`  // host bridge of the network, at most 15 bytes
 	Gateway   string `json:"gateway"` // gateway address with prefix, "172.31.0.1/20"
-	MTU       int    `json:"mtu"`     // MTU the guest must use
+	MTU       int    `json:"mtu"`     // MTU the guest must use (DHCP option 26)
 	DNS       string `json:"dns,omitempty"`
 	PrivateIP string `json:"private_ip"` // the instance address, no prefix
 	MAC       string `json:"mac"`
+	// Groups are the instance's security group IDs; their rules come in
+	// Desired.Groups.
+	Groups []string `json:"groups,omitempty"`
+}
+
+// Port is what attaching an instance made on its node.
+type Port struct {
+	Tap string // tap device QEMU opens
+	// Mark is the packet mark the node gives everything that enters from
+	// the tap; the metadata service identifies the instance by it.
+	Mark uint32
+}
+
+// Rule is one security group permission as nodes enforce it.
+type Rule struct {
+	// Protocol is "tcp", "udp", "icmp", "icmpv6", "-1" (all) or an IP
+	// protocol number.
+	Protocol string `json:"protocol"`
+	// FromPort and ToPort bound the ports (tcp/udp); for icmp they are the
+	// type and code, -1 meaning any. Both -1 (or 0 and 65535) is every port.
+	FromPort int `json:"from_port"`
+	ToPort   int `json:"to_port"`
+	// CIDRs are peer address ranges (IPv4 and IPv6).
+	CIDRs []string `json:"cidrs,omitempty"`
+	// Groups are peer security groups: their members' addresses.
+	Groups []string `json:"groups,omitempty"`
+}
+
+// SecurityGroup is a group's rules and members, as nodes need them.
+type SecurityGroup struct {
+	ID      string `json:"id"`
+	Rev     int64  `json:"rev"`
+	Deleted bool   `json:"deleted,omitempty"`
+	Ingress []Rule `json:"ingress"`
+	Egress  []Rule `json:"egress"`
+	// Members are the private addresses of every live instance in the
+	// group, on any node (source-group rules match them).
+	Members []string `json:"members"`
+}
+
+// MetadataOptions are an instance's IMDS settings.
+type MetadataOptions struct {
+	HTTPTokens   string `json:"http_tokens"`   // "required" | "optional"
+	HTTPEndpoint string `json:"http_endpoint"` // "enabled" | "disabled"
+	HopLimit     int    `json:"hop_limit"`     // IP TTL of token responses, 1-64
+	Tags         bool   `json:"tags"`          // tags under meta-data/tags/instance/
+}
+
+// PublicKey is an OpenSSH key served under meta-data/public-keys/.
+type PublicKey struct {
+	Name    string `json:"name"`
+	OpenSSH string `json:"openssh"`
+}
+
+// InstanceMetadata is what the node's metadata service answers for an
+// instance.
+type InstanceMetadata struct {
+	AccountID      string            `json:"account_id"`
+	Region         string            `json:"region"`
+	Zone           string            `json:"zone"`
+	ImageID        string            `json:"image_id"`
+	InstanceID     string            `json:"instance_id"`
+	InstanceType   string            `json:"instance_type"`
+	ReservationID  string            `json:"reservation_id"`
+	LaunchIndex    int               `json:"launch_index"`
+	LaunchTime     time.Time         `json:"launch_time"`
+	Hostname       string            `json:"hostname"` // local-hostname, "ip-172-31-0-5.ec2.internal"
+	LocalIPv4      string            `json:"local_ipv4"`
+	PublicIPv4     string            `json:"public_ipv4,omitempty"`
+	MAC            string            `json:"mac"`
+	VPCID          string            `json:"vpc_id"`
+	VPCCIDR        string            `json:"vpc_cidr"`
+	SubnetID       string            `json:"subnet_id"`
+	SubnetCIDR     string            `json:"subnet_cidr"`
+	InterfaceID    string            `json:"interface_id"`
+	SecurityGroups []string          `json:"security_groups"` // names
+	GroupIDs       []string          `json:"group_ids"`
+	PublicKeys     []PublicKey       `json:"public_keys,omitempty"`
+	UserData       []byte            `json:"user_data,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
 }
 
 // DesiredInstance is everything a node needs to converge one VM.
 type DesiredInstance struct {
-	ID        string              `json:"id"`
-	Rev       int64               `json:"rev"`
-	Power     model.Power         `json:"power"`
-	RebootSeq int                 `json:"reboot_seq"`
-	VCPUs     int                 `json:"vcpus"`
-	MemoryMiB int                 `json:"memory_mib"`
-	Image     model.ImageManifest `json:"image"`
-	ImageID   string              `json:"image_id"`
-	Network   Network             `json:"network"`
+	ID              string              `json:"id"`
+	Rev             int64               `json:"rev"`
+	Power           model.Power         `json:"power"`
+	RebootSeq       int                 `json:"reboot_seq"`
+	VCPUs           int                 `json:"vcpus"`
+	MemoryMiB       int                 `json:"memory_mib"`
+	Image           model.ImageManifest `json:"image"`
+	ImageID         string              `json:"image_id"`
+	Network         Network             `json:"network"`
+	Metadata        InstanceMetadata    `json:"metadata"`
+	MetadataOptions MetadataOptions     `json:"metadata_options"`
 	// StopGrace is how long a graceful stop may take before the VM is ended.
 	StopGrace time.Duration `json:"stop_grace"`
 }
@@ -76,6 +159,9 @@ type Desired struct {
 	// node runs that is not listed must go.
 	Full      bool              `json:"full"`
 	Instances []DesiredInstance `json:"instances"`
+	// Groups are the security groups changed after since (all of those the
+	// node's instances need when Full).
+	Groups []SecurityGroup `json:"groups,omitempty"`
 }
 
 // Observed states of an instance on its node.
