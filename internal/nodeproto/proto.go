@@ -160,8 +160,25 @@ type Desired struct {
 	Full      bool              `json:"full"`
 	Instances []DesiredInstance `json:"instances"`
 	// Groups are the security groups changed after since (all of those the
-	// node's instances need when Full).
+	// node's instances need when Full). Their Members are empty on the
+	// wire: nodes build them from Peers.
 	Groups []SecurityGroup `json:"groups,omitempty"`
+	// Peers are the instances of the networks the node serves that changed
+	// after since (all live ones when Full): source-group rules match their
+	// addresses. A node that starts serving a new network asks for a full
+	// answer.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is an instance as other instances' rules see it.
+type Peer struct {
+	ID     string   `json:"id"`
+	VPCID  string   `json:"vpc_id"`
+	IP     string   `json:"ip"`
+	MAC    string   `json:"mac"`
+	Groups []string `json:"groups"`
+	// Gone means the instance no longer holds the address.
+	Gone bool `json:"gone,omitempty"`
 }
 
 // Observed states of an instance on its node.
