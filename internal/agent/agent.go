@@ -56,6 +56,7 @@ type Config struct {
 	Address  string
 	Driver   compute.Hypervisor
 	Network  Network
+	Metadata Metadata // nil: no metadata service
 	Logger   *slog.Logger
 	Capacity model.Capacity // zero: detected from the host
 }
@@ -72,6 +73,10 @@ type Agent struct {
 	mu     sync.Mutex
 	insts  map[string]*instance
 	synced bool // a full desired state has been applied
+	net    *netState
+	// attached holds the instances whose port and metadata this agent
+	// process has set up.
+	attached sync.Map
 
 	reportKick chan struct{}
 	ready      chan struct{}
@@ -102,7 +107,10 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent", "node", cfg.Name), client: cfg.Client,
 		insts: map[string]*instance{}, reportKick: make(chan struct{}, 1), ready: make(chan struct{}),
-		consoleMax: 64 * 1024, interval: 2 * time.Second, bootID: bootID(), state: state}
+		consoleMax: 64 * 1024, interval: 2 * time.Second, bootID: bootID(), state: state, net: newNetState()}
+	if a.cfg.Metadata == nil {
+		a.cfg.Metadata = noMetadata{}
+	}
 	cache, err := image.NewCache(filepath.Join(cfg.DataDir, "images"), a.fetchBlob)
 	if err != nil {
 		return nil, err
@@ -205,3 +213,8 @@ func bootID() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+type noMetadata struct{}
+
+func (noMetadata) Set(string, uint32, nodeproto.InstanceMetadata, nodeproto.MetadataOptions) {}
+func (noMetadata) Remove(string)                                                             {}

@@ -25,6 +25,8 @@ func (a *Agent) converge(ctx context.Context, d nodeproto.DesiredInstance) (obs 
 		if err := a.cfg.Driver.Delete(ctx, d.ID); err != nil {
 			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("delete VM: %w", err)
 		}
+		a.cfg.Metadata.Remove(d.ID)
+		a.attached.Delete(d.ID)
 		if err := a.cfg.Network.Detach(ctx, d.ID); err != nil {
 			return a.observe(ctx, d.ID, obs), false, fmt.Errorf("detach network: %w", err)
 		}
@@ -63,6 +65,14 @@ func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance
 	status, serr := a.cfg.Driver.Status(ctx, d.ID)
 	wasRunning := serr == nil && status.State == compute.StateRunning
 	current := d.Rev <= st.AppliedRev && st.BootID == a.bootID
+	if wasRunning && (!current || !a.attachedNow(d.ID)) {
+		// A running VM whose desired state changed (groups, metadata
+		// options), or one this agent process has not attached yet (after
+		// a restart the DHCP lease, rules and metadata are rebuilt).
+		if err := a.attach(ctx, d); err != nil {
+			return a.observe(ctx, d.ID, obs), false, err
+		}
+	}
 	if current {
 		// Carried out already: a VM that stopped since did so on its own,
 		// and the controller decides what happens next.
@@ -128,6 +138,8 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 		if err != nil {
 			return fmt.Errorf("network: %w", err)
 		}
+		a.cfg.Metadata.Set(d.ID, port.Mark, d.Metadata, d.MetadataOptions)
+		a.attachedOK(d.ID)
 		spec.NICs = []compute.NIC{{MAC: d.Network.MAC, Tap: port.Tap}}
 	}
 	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
@@ -138,6 +150,27 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 	}
 	return nil
 }
+
+// attach (re)applies an instance's port and metadata.
+func (a *Agent) attach(ctx context.Context, d nodeproto.DesiredInstance) error {
+	if d.Network.MAC == "" {
+		return nil
+	}
+	port, err := a.cfg.Network.Attach(ctx, d.ID, d.Network)
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	a.cfg.Metadata.Set(d.ID, port.Mark, d.Metadata, d.MetadataOptions)
+	a.attachedOK(d.ID)
+	return nil
+}
+
+func (a *Agent) attachedNow(id string) bool {
+	_, ok := a.attached.Load(id)
+	return ok
+}
+
+func (a *Agent) attachedOK(id string) { a.attached.Store(id, true) }
 
 // ensureBlob fetches an image blob, retrying transient failures.
 func (a *Agent) ensureBlob(ctx context.Context, ref model.BlobRef) (string, error) {

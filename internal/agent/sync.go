@@ -49,14 +49,29 @@ func (a *Agent) pollLoop(ctx context.Context) error {
 			continue
 		}
 		backoff = 200 * time.Millisecond
-		a.apply(ctx, d)
+		if a.apply(ctx, d) {
+			since = 0 // an instance needs groups or peers this node lacks
+			continue
+		}
 		since = d.Rev
 	}
 	return ctx.Err()
 }
 
-// apply merges desired state into the instance table and wakes workers.
-func (a *Agent) apply(ctx context.Context, d nodeproto.Desired) {
+// apply merges desired state into the instance table and wakes workers. It
+// returns true when the node should ask for a full answer next.
+func (a *Agent) apply(ctx context.Context, d nodeproto.Desired) (resync bool) {
+	a.mu.Lock()
+	netChanged := a.net.merge(d)
+	resync = !d.Full && a.net.needsFull(d.Instances)
+	a.mu.Unlock()
+	if resync {
+		return true
+	}
+	// Groups go in before the instances that use them are attached.
+	if netChanged {
+		a.applyGroups(ctx, d.Full)
+	}
 	a.mu.Lock()
 	listed := map[string]bool{}
 	for _, di := range d.Instances {
@@ -80,6 +95,7 @@ func (a *Agent) apply(ctx context.Context, d nodeproto.Desired) {
 		a.adoptOrphans(ctx, listed)
 		a.readyOnce.Do(func() { close(a.ready) })
 	}
+	return false
 }
 
 // adoptOrphans deletes VMs the driver holds that the controller does not

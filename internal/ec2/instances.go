@@ -152,7 +152,7 @@ func derived(prefix, seed string) string {
 	return prefix + hex.EncodeToString(h[:])[:17]
 }
 
-func toInstanceXML(i model.Instance) instanceXML {
+func toInstanceXML(i model.Instance, names map[string]string) instanceXML {
 	x := instanceXML{
 		InstanceID: i.ID, ImageID: i.ImageID,
 		InstanceState:  StateXML{Code: i.State.Code(), Name: string(i.State)},
@@ -162,13 +162,12 @@ func toInstanceXML(i model.Instance) instanceXML {
 		Placement:  placementXML{AvailabilityZone: i.Zone, Tenancy: "default"},
 		Monitoring: monitoringXML{State: "disabled"},
 		SubnetID:   i.SubnetID, VpcID: i.VPCID, PrivateIPAddress: i.PrivateIP,
-		SourceDestCheck: true, GroupSet: List[groupXML]{}, Architecture: "x86_64",
+		SourceDestCheck: true, GroupSet: groupSetXML(i.Groups, names), Architecture: "x86_64",
 		RootDeviceType: "ebs", RootDeviceName: "/dev/xvda", BlockDeviceMapping: List[bdmXML]{},
 		VirtualizationType: "hvm", ClientToken: i.ClientToken, TagSet: tagsXML(i.Tags),
 		Hypervisor: "kvm", NetworkInterfaceSet: List[eniXML]{},
-		CPUOptions: cpuOptionsXML{CoreCount: i.VCPUs, ThreadsPerCore: 1},
-		MetadataOptions: metadataOptionsXML{State: "applied", HTTPTokens: "required", HTTPPutResponseHopLimit: 1,
-			HTTPEndpoint: "enabled", HTTPProtocolIPv6: "disabled", InstanceMetadataTags: "disabled"},
+		CPUOptions:      cpuOptionsXML{CoreCount: i.VCPUs, ThreadsPerCore: 1},
+		MetadataOptions: metadataXML(i.Metadata),
 		PlatformDetails: "Linux/UNIX", UsageOperation: "RunInstances", BootMode: "legacy-bios",
 	}
 	if i.StateReason.Code != "" {
@@ -183,7 +182,7 @@ func toInstanceXML(i model.Instance) instanceXML {
 		x.NetworkInterfaceSet = List[eniXML]{{
 			NetworkInterfaceID: derived(model.PrefixENI, i.ID), SubnetID: i.SubnetID, VpcID: i.VPCID,
 			OwnerID: i.AccountID, Status: "in-use", MacAddress: i.MAC, PrivateIPAddress: i.PrivateIP,
-			PrivateDNSName: x.PrivateDNSName, SourceDestCheck: true, GroupSet: List[groupXML]{},
+			PrivateDNSName: x.PrivateDNSName, SourceDestCheck: true, GroupSet: groupSetXML(i.Groups, names),
 			Attachment: attachmentXML{AttachmentID: derived("eni-attach-", i.ID), Status: "attached",
 				AttachTime: Time(i.LaunchTime), DeleteOnTermination: true},
 			PrivateIPs:    List[privateIPXML]{{PrivateIPAddress: i.PrivateIP, PrivateDNSName: x.PrivateDNSName, Primary: true}},
@@ -200,10 +199,13 @@ type reservationXML struct {
 	InstancesSet  List[instanceXML] `xml:"instancesSet"`
 }
 
-func toReservationXML(r service.Reservation) reservationXML {
+func toReservationXML(r service.Reservation, names map[string]string) reservationXML {
 	x := reservationXML{ReservationID: r.ID, OwnerID: r.AccountID, GroupSet: List[groupXML]{}, InstancesSet: List[instanceXML]{}}
 	for _, i := range r.Instances {
-		x.InstancesSet = append(x.InstancesSet, toInstanceXML(i))
+		x.InstancesSet = append(x.InstancesSet, toInstanceXML(i, names))
+	}
+	if len(r.Instances) > 0 {
+		x.GroupSet = groupSetXML(r.Instances[0].Groups, names)
 	}
 	return x
 }
@@ -265,8 +267,47 @@ type describeInstanceStatusResponse struct {
 // runIgnored are RunInstances parameters Clipper accepts without effect.
 var runIgnored = []string{"Monitoring.", "EbsOptimized", "CreditSpecification.", "BlockDeviceMapping.",
 	"HibernationOptions.", "CapacityReservationSpecification.", "EnclaveOptions.", "MaintenanceOptions.",
-	"PrivateDnsNameOptions.", "MetadataOptions.", "DisableApiTermination", "DisableApiStop",
-	"Placement.Tenancy", "Placement.GroupName"}
+	"PrivateDnsNameOptions.", "Placement.Tenancy", "Placement.GroupName"}
+
+// decodeRunInterfaces reads NetworkInterface.N: Clipper gives an instance
+// one interface, so only device index 0 is accepted, with its subnet,
+// groups and address.
+func decodeRunInterfaces(p *Params, in *service.RunInput) error {
+	nics, err := p.Structs("NetworkInterface")
+	if err != nil {
+		return err
+	}
+	for _, n := range nics {
+		if idx, err := n.Int("DeviceIndex", 0); err != nil || idx != 0 {
+			if err != nil {
+				return err
+			}
+			return model.Errorf(model.KindUnsupported, "", "DeviceIndex", "Instances have one network interface (device index 0)")
+		}
+		if n.Str("NetworkInterfaceId") != "" {
+			return model.Errorf(model.KindUnsupported, "", "NetworkInterfaceId", "Attaching existing network interfaces is not supported")
+		}
+		if in.SubnetID != "" || len(in.GroupIDs) > 0 {
+			return model.Errorf(model.KindParameterCombination, "", "NetworkInterface",
+				"Network interfaces and an instance-level security groups and subnets may not be specified on the same request")
+		}
+		in.SubnetID = n.Str("SubnetId")
+		if in.GroupIDs, err = n.List("SecurityGroupId"); err != nil {
+			return err
+		}
+		if ip := n.Str("PrivateIpAddress"); ip != "" {
+			in.PrivateIP = ip
+		}
+		if pub, err := n.Bool("AssociatePublicIpAddress"); err != nil || pub {
+			if err != nil {
+				return err
+			}
+			return model.Errorf(model.KindUnsupported, "", "AssociatePublicIpAddress", "Public addresses come from elastic IPs (AllocateAddress)")
+		}
+		n.Ignore("DeleteOnTermination", "Description", "InterfaceType")
+	}
+	return nil
+}
 
 func (h *Handler) registerInstances() {
 	h.actions["RunInstances"] = h.runInstances
@@ -308,6 +349,25 @@ func (h *Handler) runInstances(p *Params) (exec, error) {
 	if in.Tags, err = p.TagSpecifications("instance", "volume", "network-interface"); err != nil {
 		return nil, err
 	}
+	if in.GroupIDs, err = p.List("SecurityGroupId"); err != nil {
+		return nil, err
+	}
+	if in.GroupNames, err = p.List("SecurityGroup"); err != nil {
+		return nil, err
+	}
+	in.SubnetID, in.PrivateIP = p.Str("SubnetId"), p.Str("PrivateIpAddress")
+	if in.Metadata, err = decodeMetadata(p, "MetadataOptions."); err != nil {
+		return nil, err
+	}
+	if err := decodeRunInterfaces(p, &in); err != nil {
+		return nil, err
+	}
+	if in.DisableAPITermination, err = p.Bool("DisableApiTermination"); err != nil {
+		return nil, err
+	}
+	if in.DisableAPIStop, err = p.Bool("DisableApiStop"); err != nil {
+		return nil, err
+	}
 	if b := p.Str("InstanceInitiatedShutdownBehavior"); b != "" && b != "stop" {
 		return nil, model.InvalidParam("InstanceInitiatedShutdownBehavior", "Only 'stop' is supported for InstanceInitiatedShutdownBehavior")
 	}
@@ -317,7 +377,11 @@ func (h *Handler) runInstances(p *Params) (exec, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &runInstancesResponse{reservationXML: toReservationXML(res)}, nil
+		names, err := h.svc.GroupNames(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return &runInstancesResponse{reservationXML: toReservationXML(res, names)}, nil
 	}, nil
 }
 
@@ -339,9 +403,13 @@ func (h *Handler) describeInstances(p *Params) (exec, error) {
 		if err != nil {
 			return nil, err
 		}
+		names, err := h.svc.GroupNames(ctx, c)
+		if err != nil {
+			return nil, err
+		}
 		out := &describeInstancesResponse{ReservationSet: List[reservationXML]{}, NextToken: next}
 		for _, r := range res {
-			out.ReservationSet = append(out.ReservationSet, toReservationXML(r))
+			out.ReservationSet = append(out.ReservationSet, toReservationXML(r, names))
 		}
 		return out, nil
 	}, nil

@@ -59,6 +59,8 @@ func New(svc *service.Service, auth Authenticator, log *slog.Logger) *Handler {
 	h.registerKeyPairs()
 	h.registerTags()
 	h.registerCatalog()
+	h.registerGroups()
+	h.registerNetwork()
 	return h
 }
 

@@ -53,6 +53,14 @@ func ResourceOf(id string) string {
 		return ResImage
 	case strings.HasPrefix(id, PrefixKeyPair):
 		return ResKeyPair
+	case strings.HasPrefix(id, "sg-"):
+		return ResGroup
+	case strings.HasPrefix(id, "sgr-"):
+		return ResRule
+	case strings.HasPrefix(id, PrefixVPC):
+		return ResVPC
+	case strings.HasPrefix(id, PrefixSubnet):
+		return ResSubnet
 	}
 	return ""
 }

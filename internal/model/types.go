@@ -157,6 +157,11 @@ type Instance struct {
 	SubnetID  string
 	PrivateIP string
 	MAC       string
+	Groups    []string // security group IDs, in order
+
+	Metadata              MetadataOptions
+	DisableAPITermination bool
+	DisableAPIStop        bool
 
 	Tags []Tag
 }

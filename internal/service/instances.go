@@ -29,6 +29,54 @@ type RunInput struct {
 	ClientToken  string
 	Zone         string
 	Tags         []model.Tag
+	SubnetID     string
+	GroupIDs     []string
+	GroupNames   []string
+	PrivateIP    string
+	Metadata     MetadataInput
+	// DisableAPITermination and DisableAPIStop protect the instance.
+	DisableAPITermination bool
+	DisableAPIStop        bool
+}
+
+// MetadataInput are optional metadata settings; zero fields keep defaults.
+type MetadataInput struct {
+	HTTPTokens   string
+	HTTPEndpoint string
+	HopLimit     int
+	Tags         string
+}
+
+// apply validates in and applies it over o.
+func (in MetadataInput) apply(o model.MetadataOptions) (model.MetadataOptions, error) {
+	switch in.HTTPTokens {
+	case "":
+	case "required", "optional":
+		o.HTTPTokens = in.HTTPTokens
+	default:
+		return o, model.InvalidParam("HttpTokens", "HttpTokens must be required or optional, not '%s'", in.HTTPTokens)
+	}
+	switch in.HTTPEndpoint {
+	case "":
+	case "enabled", "disabled":
+		o.HTTPEndpoint = in.HTTPEndpoint
+	default:
+		return o, model.InvalidParam("HttpEndpoint", "HttpEndpoint must be enabled or disabled, not '%s'", in.HTTPEndpoint)
+	}
+	switch in.Tags {
+	case "":
+	case "enabled", "disabled":
+		o.Tags = in.Tags
+	default:
+		return o, model.InvalidParam("InstanceMetadataTags", "InstanceMetadataTags must be enabled or disabled, not '%s'", in.Tags)
+	}
+	if in.HopLimit != 0 {
+		if in.HopLimit < 1 || in.HopLimit > 64 {
+			return o, model.InvalidParam("HttpPutResponseHopLimit", "HttpPutResponseHopLimit must be between 1 and 64")
+		}
+		o.HopLimit = in.HopLimit
+	}
+	return o, nil
 }
 
 // Reservation is a reservation with its instances.
@@ -79,8 +127,19 @@ func (s *Service) validateRun(in *RunInput) error {
 	if len(in.ClientToken) > 64 {
 		return model.InvalidParam("ClientToken", "The client token must be at most 64 characters")
 	}
-	if in.Zone == "" {
+	if in.Zone == "" && in.SubnetID == "" {
 		in.Zone = s.cfg.Zones[0]
+	}
+	if in.PrivateIP != "" {
+		if a, err := netip.ParseAddr(in.PrivateIP); err != nil || !a.Is4() {
+			return model.InvalidParam("PrivateIpAddress", "Invalid private IP address '%s'", in.PrivateIP)
+		}
+		if in.MaxCount > 1 {
+			return model.Errorf(model.KindParameterCombination, "", "PrivateIpAddress", "A private IP address can be given for one instance only")
+		}
+	}
+	if _, err := in.Metadata.apply(model.DefaultMetadataOptions()); err != nil {
+		return err
 	}
 	return validateTags(in.Tags)
 }
@@ -115,13 +174,23 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 		}
 		typ := s.types[in.InstanceType]
 		diskGiB := int((img.Manifest.DiskSize + 1<<30 - 1) >> 30)
+		sn, err := s.subnetFor(tx, c.AccountID, in.Zone, in.SubnetID)
+		if err != nil {
+			return err
+		}
+		in.Zone = sn.Zone
+		groups, err := s.resolveInstanceGroups(tx, c, sn.VPCID, in.GroupIDs, in.GroupNames)
+		if err != nil {
+			return err
+		}
+		md, _ := in.Metadata.apply(model.DefaultMetadataOptions())
 		placed, err := s.place(tx, in, typ, diskGiB)
 		if err != nil {
 			return err
 		}
-		sn, err := s.defaultSubnet(c.AccountID, in.Zone)
-		if err != nil {
-			return err
+		var want netip.Addr
+		if in.PrivateIP != "" {
+			want = netip.MustParseAddr(in.PrivateIP)
 		}
 		taken := map[netip.Addr]bool{}
 		now := s.nowMS()
@@ -131,7 +200,7 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 			return err
 		}
 		for idx, nodeID := range placed {
-			ip, mac, err := allocateAddress(tx, sn, taken)
+			ip, mac, err := allocateAddress(tx, sn, taken, want)
 			if err != nil {
 				return err
 			}
@@ -145,9 +214,13 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 				DiskGiB: diskGiB, KeyName: in.KeyName, UserData: in.UserData, LaunchIndex: idx,
 				ClientToken: in.ClientToken, Zone: in.Zone, NodeID: nodeID, State: model.StatePending,
 				LaunchTime: now, StateChanged: now, Power: model.PowerRunning, Rev: rev,
-				VPCID: sn.VPCID, SubnetID: sn.ID, PrivateIP: ip.String(), MAC: mac,
+				VPCID: sn.VPCID, SubnetID: sn.ID, PrivateIP: ip.String(), MAC: mac, Groups: groups,
+				Metadata: md, DisableAPITermination: in.DisableAPITermination, DisableAPIStop: in.DisableAPIStop,
 			}
 			if err := tx.InsertInstance(inst); err != nil {
+				return err
+			}
+			if err := tx.SetInstanceGroups(inst.ID, groups); err != nil {
 				return err
 			}
 			if len(in.Tags) > 0 {
@@ -159,7 +232,10 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 			res.Instances = append(res.Instances, inst)
 			nodes = append(nodes, nodeID)
 		}
-		return nil
+		// Every node of the network learns the new peers.
+		peers, err := tx.VPCNodes([]string{sn.VPCID})
+		nodes = append(nodes, peers...)
+		return err
 	})
 	if err != nil {
 		return Reservation{}, err
@@ -179,7 +255,7 @@ func (s *Service) replayRun(tx store.Tx, c Caller, r model.Reservation, in RunIn
 		return model.Errorf(model.KindParameterCombination, "idempotency", in.ClientToken,
 			"Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
 	}
-	if err := s.attachTags(tx, c.AccountID, insts); err != nil {
+	if err := s.decorate(tx, c.AccountID, insts); err != nil {
 		return err
 	}
 	sort.Slice(insts, func(a, b int) bool { return insts[a].LaunchIndex < insts[b].LaunchIndex })
@@ -221,8 +297,9 @@ func (s *Service) place(tx store.Tx, in RunInput, typ model.InstanceType, diskGi
 	return placed, err
 }
 
-// attachTags loads the tags of instances into them.
-func (s *Service) attachTags(tx store.Tx, accountID string, insts []model.Instance) error {
+// decorate loads the tags and security groups of instances into them.
+// An empty accountID means the instances may belong to several accounts.
+func (s *Service) decorate(tx store.Tx, accountID string, insts []model.Instance) error {
 	if len(insts) == 0 {
 		return nil
 	}
@@ -230,18 +307,34 @@ func (s *Service) attachTags(tx store.Tx, accountID string, insts []model.Instan
 	for i := range insts {
 		ids[i] = insts[i].ID
 	}
-	var tags map[string][]model.Tag
-	var err error
-	if len(ids) > 200 {
+	groups, err := tx.InstanceGroups(ids)
+	if err != nil {
+		return err
+	}
+	tags := map[string][]model.Tag{}
+	if accountID != "" && len(ids) > 200 {
 		tags, err = tx.Tags(accountID, nil)
 	} else {
-		tags, err = tx.Tags(accountID, ids)
+		byAccount := map[string][]string{}
+		for _, i := range insts {
+			byAccount[i.AccountID] = append(byAccount[i.AccountID], i.ID)
+		}
+		for acct, some := range byAccount {
+			t, err := tx.Tags(acct, some)
+			if err != nil {
+				return err
+			}
+			for k, v := range t {
+				tags[k] = v
+			}
+		}
 	}
 	if err != nil {
 		return err
 	}
 	for i := range insts {
 		insts[i].Tags = tags[insts[i].ID]
+		insts[i].Groups = groups[insts[i].ID]
 	}
 	return nil
 }
@@ -295,6 +388,12 @@ func instanceFields(i *model.Instance) fieldFunc {
 			return []string{i.StateReason.Code}, true
 		case "launch-time":
 			return []string{i.LaunchTime.Format(time.RFC3339)}, true
+		case "instance.group-id", "group-id":
+			return i.Groups, true
+		case "metadata-options.http-tokens":
+			return []string{i.Metadata.HTTPTokens}, true
+		case "metadata-options.http-endpoint":
+			return []string{i.Metadata.HTTPEndpoint}, true
 		}
 		return tagField(i.Tags, name)
 	}
@@ -367,7 +466,7 @@ func (s *Service) DescribeInstances(ctx context.Context, c Caller, ids []string,
 		if err != nil {
 			return err
 		}
-		return s.attachTags(tx, c.AccountID, insts)
+		return s.decorate(tx, c.AccountID, insts)
 	})
 	if err != nil {
 		return nil, "", err
@@ -472,6 +571,10 @@ func incorrectState(i *model.Instance, verb string) error {
 // StopInstances stops running instances (their disks stay).
 func (s *Service) StopInstances(ctx context.Context, c Caller, ids []string, force bool) ([]StateChange, error) {
 	return s.changeInstances(ctx, c, ids, func(i *model.Instance, now time.Time) (bool, error) {
+		if i.DisableAPIStop && i.State != model.StateStopped && i.State != model.StateStopping {
+			return false, model.Errorf(model.KindUnsupported, "protected", i.ID,
+				"The instance '%s' may not be stopped. Modify its 'disableApiStop' instance attribute and try again.", i.ID)
+		}
 		switch i.State {
 		case model.StatePending, model.StateRunning:
 			setState(i, model.StateStopping, now, model.StateReason{Code: "Client.UserInitiatedShutdown",
@@ -509,13 +612,17 @@ func (s *Service) TerminateInstances(ctx context.Context, c Caller, ids []string
 		case model.StateTerminated, model.StateShuttingDown:
 			return false, nil
 		}
+		if i.DisableAPITermination {
+			return false, model.Errorf(model.KindUnsupported, "protected", i.ID,
+				"The instance '%s' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.", i.ID)
+		}
 		i.TransitionNote = userNote(now, "User initiated")
 		i.Power = model.PowerAbsent
 		reason := model.StateReason{Code: "Client.UserInitiatedShutdown", Message: "Client.UserInitiatedShutdown: User initiated shutdown"}
 		if i.NodeID == "" {
 			setState(i, model.StateTerminated, now, reason)
 			i.PrivateIP = ""
-			return false, nil
+			return true, nil
 		}
 		setState(i, model.StateShuttingDown, now, reason)
 		return true, nil

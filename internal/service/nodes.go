@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/clipper-cloud/clipper/internal/model"
@@ -29,8 +31,9 @@ func (s *Service) RegisterNode(ctx context.Context, reg nodeproto.Registration) 
 	if reg.Zone == "" {
 		reg.Zone = s.cfg.Zones[0]
 	}
-	if _, err := s.defaultSubnet("", reg.Zone); err != nil {
-		return nodeproto.RegistrationReply{}, err
+	if !s.knownZone(reg.Zone) {
+		return nodeproto.RegistrationReply{}, model.Errorf(model.KindInvalidParameter, model.ResZone, reg.Zone,
+			"Unknown availability zone %q (the controller has %s)", reg.Zone, strings.Join(s.cfg.Zones, ", "))
 	}
 	if reg.Capacity.VCPUs <= 0 || reg.Capacity.MemoryMiB <= 0 {
 		return nodeproto.RegistrationReply{}, model.InvalidParam("capacity", "a node must report vCPUs and memory")
@@ -61,8 +64,18 @@ func (s *Service) RegisterNode(ctx context.Context, reg nodeproto.Registration) 
 	return nodeproto.RegistrationReply{NodeID: node.ID, Zone: node.Zone, ReportInterval: ReportInterval, ConsoleMaxBytes: ConsoleMax}, nil
 }
 
+func (s *Service) knownZone(z string) bool {
+	for _, k := range s.cfg.Zones {
+		if k == z {
+			return true
+		}
+	}
+	return false
+}
+
 // NodeDesired returns the desired state of a node's instances changed after
-// revision since (everything, with Full set, when since is 0 or unknown).
+// revision since (everything, with Full set, when since is 0 or unknown),
+// with the security groups and peers those instances need.
 func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (nodeproto.Desired, error) {
 	var d nodeproto.Desired
 	err := s.view(ctx, func(tx store.Tx) error {
@@ -76,56 +89,202 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 		d = nodeproto.Desired{Rev: rev}
 		q := store.InstanceQuery{NodeID: nodeID, SinceRev: since}
 		if since <= 0 || since > rev {
-			d.Full = true
+			d.Full, since = true, 0
 			q = store.InstanceQuery{NodeID: nodeID, Live: true}
 		}
 		insts, err := tx.ListInstances(q)
 		if err != nil {
 			return err
 		}
-		images := map[string]model.Image{}
+		if err := s.decorate(tx, "", insts); err != nil {
+			return err
+		}
+		dc := &desiredCache{images: map[string]model.Image{}, subnets: map[string]model.Subnet{}, vpcs: map[string]model.VPC{},
+			keys: map[string]string{}, groupNames: map[string]string{}}
 		for _, i := range insts {
-			di, err := s.desiredInstance(tx, i, images)
+			di, err := s.desiredInstance(tx, i, dc)
 			if err != nil {
 				return err
 			}
 			d.Instances = append(d.Instances, di)
 		}
-		return nil
+		return s.desiredNetwork(tx, nodeID, since, &d)
 	})
 	return d, err
 }
 
-func (s *Service) desiredInstance(tx store.Tx, i model.Instance, images map[string]model.Image) (nodeproto.DesiredInstance, error) {
+// desiredNetwork adds the groups and peers a node needs.
+func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nodeproto.Desired) error {
+	groupIDs, err := tx.NodeGroups(nodeID)
+	if err != nil {
+		return err
+	}
+	groups, err := tx.GroupsByID(groupIDs)
+	if err != nil {
+		return err
+	}
+	var changed []string
+	for _, g := range groups {
+		if g.Rev > since {
+			changed = append(changed, g.ID)
+		}
+	}
+	rules, err := tx.Rules("", changed)
+	if err != nil {
+		return err
+	}
+	byGroup := map[string][]model.GroupRule{}
+	for _, r := range rules {
+		byGroup[r.GroupID] = append(byGroup[r.GroupID], r)
+	}
+	for _, g := range groups {
+		if g.Rev <= since {
+			continue
+		}
+		sg := nodeproto.SecurityGroup{ID: g.ID, Rev: g.Rev, Ingress: []nodeproto.Rule{}, Egress: []nodeproto.Rule{}}
+		for _, r := range byGroup[g.ID] {
+			nr := nodeproto.Rule{Protocol: r.Protocol, FromPort: r.FromPort, ToPort: r.ToPort}
+			if r.CIDR != "" {
+				nr.CIDRs = []string{r.CIDR}
+			} else {
+				nr.Groups = []string{r.PeerGroup}
+			}
+			if r.Egress {
+				sg.Egress = append(sg.Egress, nr)
+			} else {
+				sg.Ingress = append(sg.Ingress, nr)
+			}
+		}
+		d.Groups = append(d.Groups, sg)
+	}
+	vpcs, err := tx.NodeVPCs(nodeID)
+	if err != nil {
+		return err
+	}
+	peers, err := tx.VPCInstances(vpcs, since)
+	if err != nil {
+		return err
+	}
+	ids := make([]string, len(peers))
+	for i := range peers {
+		ids[i] = peers[i].ID
+	}
+	pg, err := tx.InstanceGroups(ids)
+	if err != nil {
+		return err
+	}
+	for _, p := range peers {
+		d.Peers = append(d.Peers, nodeproto.Peer{ID: p.ID, VPCID: p.VPCID, IP: p.PrivateIP, MAC: p.MAC,
+			Groups: pg[p.ID], Gone: p.State == model.StateTerminated || p.PrivateIP == ""})
+	}
+	return nil
+}
+
+// desiredCache memoises lookups while building one desired-state answer.
+type desiredCache struct {
+	images     map[string]model.Image
+	subnets    map[string]model.Subnet
+	vpcs       map[string]model.VPC
+	keys       map[string]string // account/name -> OpenSSH key
+	groupNames map[string]string
+}
+
+func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCache) (nodeproto.DesiredInstance, error) {
 	di := nodeproto.DesiredInstance{ID: i.ID, Rev: i.Rev, Power: i.Power, RebootSeq: i.RebootSeq,
 		VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB, ImageID: i.ImageID, StopGrace: s.cfg.StopGrace}
 	if i.State == model.StateTerminated {
 		di.Power = model.PowerAbsent
 		return di, nil
 	}
-	img, ok := images[i.ImageID]
+	img, ok := dc.images[i.ImageID]
 	if !ok {
 		var err error
 		// A deregistered image still serves the instances launched from it.
 		if img, err = tx.GetImage(i.ImageID); err != nil {
 			return di, fmt.Errorf("instance %s: image %s: %w", i.ID, i.ImageID, err)
 		}
-		images[i.ImageID] = img
+		dc.images[i.ImageID] = img
 	}
 	di.Image = img.Manifest
-	sn, err := s.defaultSubnet(i.AccountID, i.Zone)
+	sn, ok := dc.subnets[i.SubnetID]
+	if !ok {
+		var err error
+		if sn, err = tx.GetSubnet(i.SubnetID); err != nil {
+			return di, fmt.Errorf("instance %s: subnet %s: %w", i.ID, i.SubnetID, err)
+		}
+		dc.subnets[i.SubnetID] = sn
+	}
+	v, ok := dc.vpcs[i.VPCID]
+	if !ok {
+		var err error
+		if v, err = tx.GetVPC(i.VPCID); err != nil {
+			return di, fmt.Errorf("instance %s: vpc %s: %w", i.ID, i.VPCID, err)
+		}
+		dc.vpcs[i.VPCID] = v
+	}
+	prefix := netip.MustParsePrefix(sn.CIDR)
+	gw := gateway(prefix)
+	di.Network = nodeproto.Network{
+		VPCID:     i.VPCID,
+		Bridge:    BridgeName(i.VPCID),
+		Gateway:   fmt.Sprintf("%s/%d", gw, prefix.Bits()),
+		MTU:       s.cfg.MTU,
+		DNS:       gw.String(),
+		PrivateIP: i.PrivateIP,
+		MAC:       i.MAC,
+		Groups:    i.Groups,
+	}
+	md, err := s.metadataDoc(tx, i, sn, v, dc)
 	if err != nil {
 		return di, err
 	}
-	di.Network = nodeproto.Network{
-		Bridge:    "clipper0",
-		Gateway:   fmt.Sprintf("%s/%d", sn.Gateway, sn.Prefix.Bits()),
-		MTU:       s.cfg.MTU,
-		DNS:       sn.Gateway.String(),
-		PrivateIP: i.PrivateIP,
-		MAC:       i.MAC,
-	}
+	di.Metadata = md
+	di.MetadataOptions = nodeproto.MetadataOptions{HTTPTokens: i.Metadata.HTTPTokens, HTTPEndpoint: i.Metadata.HTTPEndpoint,
+		HopLimit: i.Metadata.HopLimit, Tags: i.Metadata.Tags == "enabled"}
 	return di, nil
+}
+
+// metadataDoc builds what the node's metadata service serves.
+func (s *Service) metadataDoc(tx store.Tx, i model.Instance, sn model.Subnet, v model.VPC, dc *desiredCache) (nodeproto.InstanceMetadata, error) {
+	md := nodeproto.InstanceMetadata{
+		AccountID: i.AccountID, Region: s.cfg.Region, Zone: i.Zone, ImageID: i.ImageID, InstanceID: i.ID,
+		InstanceType: i.InstanceType, ReservationID: i.ReservationID, LaunchIndex: i.LaunchIndex, LaunchTime: i.LaunchTime,
+		Hostname: PrivateDNSName(i.PrivateIP), LocalIPv4: i.PrivateIP, MAC: i.MAC, VPCID: i.VPCID, VPCCIDR: v.CIDR,
+		SubnetID: i.SubnetID, SubnetCIDR: sn.CIDR, InterfaceID: derivedID(model.PrefixENI, i.ID), GroupIDs: i.Groups,
+		UserData: i.UserData,
+	}
+	for _, g := range i.Groups {
+		name, ok := dc.groupNames[g]
+		if !ok {
+			grp, err := tx.GetGroup(g)
+			if err != nil {
+				return md, err
+			}
+			name = grp.Name
+			dc.groupNames[g] = name
+		}
+		md.SecurityGroups = append(md.SecurityGroups, name)
+	}
+	if i.KeyName != "" {
+		k := i.AccountID + "/" + i.KeyName
+		pub, ok := dc.keys[k]
+		if !ok {
+			if kp, err := tx.GetKeyPair(i.AccountID, i.KeyName); err == nil {
+				pub = kp.PublicKey
+			}
+			dc.keys[k] = pub
+		}
+		if pub != "" {
+			md.PublicKeys = []nodeproto.PublicKey{{Name: i.KeyName, OpenSSH: pub}}
+		}
+	}
+	if i.Metadata.Tags == "enabled" && len(i.Tags) > 0 {
+		md.Tags = map[string]string{}
+		for _, t := range i.Tags {
+			md.Tags[t.Key] = t.Value
+		}
+	}
+	return md, nil
 }
 
 // ReportNode applies a node's observations: instances become running,
@@ -133,9 +292,9 @@ func (s *Service) desiredInstance(tx store.Tx, i model.Instance, images map[stri
 func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Report) (nodeproto.ReportReply, error) {
 	var reply nodeproto.ReportReply
 	var changedNode bool
-	var changed []string
+	var changed, others []string
 	err := s.update(ctx, func(tx store.Tx) error {
-		changedNode, changed = false, nil
+		changedNode, changed, others = false, nil, nil
 		node, err := tx.GetNode(nodeID)
 		if err != nil {
 			return err
@@ -152,14 +311,15 @@ func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Rep
 		}
 		reply.NodeState = node.State
 		for _, o := range r.Instances {
-			st, power, err := s.applyObservation(tx, nodeID, o)
+			res, err := s.applyObservation(tx, nodeID, o)
 			if err != nil {
 				return err
 			}
-			changedNode = changedNode || power
-			if st {
+			changedNode = changedNode || res.power
+			if res.changed {
 				changed = append(changed, o.ID)
 			}
+			others = append(others, res.notify...)
 		}
 		return nil
 	})
@@ -167,21 +327,28 @@ func (s *Service) ReportNode(ctx context.Context, nodeID string, r nodeproto.Rep
 		return reply, err
 	}
 	if changedNode {
-		s.notify.NodesChanged(nodeID)
+		others = append(others, nodeID)
 	}
+	s.notify.NodesChanged(dedupe(others)...)
 	s.watch.fire(changed...)
 	return reply, nil
 }
 
-// applyObservation moves one instance along its lifecycle; it returns
-// whether the instance changed and whether the node's desired state did.
-func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.ObservedInstance) (changed, power bool, err error) {
+// observed is what applying one observation changed.
+type observed struct {
+	changed bool     // the instance changed
+	power   bool     // the node's desired state changed
+	notify  []string // other nodes to wake (peers of a released address)
+}
+
+// applyObservation moves one instance along its lifecycle.
+func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.ObservedInstance) (res observed, err error) {
 	i, err := tx.GetInstance(o.ID)
 	if errors.Is(err, model.ErrNotFound) || (err == nil && i.NodeID != nodeID) {
-		return false, false, nil // not ours (purged, or moved): the next full sync removes it
+		return res, nil // not ours (purged, or moved): the next full sync removes it
 	}
 	if err != nil {
-		return false, false, err
+		return res, err
 	}
 	if len(o.Console) > 0 {
 		out := o.Console
@@ -189,7 +356,7 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 			out = out[len(out)-ConsoleMax:]
 		}
 		if err := tx.PutConsole(model.Console{InstanceID: i.ID, Output: out, Updated: s.nowMS()}); err != nil {
-			return false, false, err
+			return res, err
 		}
 	}
 	now := s.nowMS()
@@ -219,18 +386,31 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 	case i.State == model.StateShuttingDown && o.State == nodeproto.ObsAbsent:
 		setState(&i, model.StateTerminated, now, i.StateReason)
 		i.PrivateIP = ""
+		// Peers on other nodes learn the address is gone.
+		if i.Rev, err = tx.NextRev(); err != nil {
+			return res, err
+		}
+		if err := tx.SetInstanceGroups(i.ID, nil); err != nil {
+			return res, err
+		}
+		vpcNodes, err := tx.VPCNodes([]string{i.VPCID})
+		if err != nil {
+			return res, err
+		}
+		res.notify = vpcNodes
 	}
 	if i.State == prev && i.Power == prevPower {
-		return false, false, nil
+		return res, nil
 	}
-	powerChanged := i.Power != prevPower
-	if powerChanged {
+	res.changed = true
+	res.power = i.Power != prevPower
+	if res.power && i.State != model.StateTerminated {
 		if i.Rev, err = tx.NextRev(); err != nil {
-			return false, false, err
+			return res, err
 		}
 	}
 	s.log.Info("instance state", "instance", i.ID, "node", nodeID, "from", prev, "to", i.State, "reason", i.StateReason.Code)
-	return true, powerChanged, tx.UpdateInstance(i)
+	return res, tx.UpdateInstance(i)
 }
 
 func orDefault(s, d string) string {

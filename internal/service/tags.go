@@ -44,6 +44,14 @@ func resourceType(id string) string {
 		return "image"
 	case model.ResKeyPair:
 		return "key-pair"
+	case model.ResGroup:
+		return "security-group"
+	case model.ResRule:
+		return "security-group-rule"
+	case model.ResVPC:
+		return "vpc"
+	case model.ResSubnet:
+		return "subnet"
 	}
 	return ""
 }
@@ -75,6 +83,30 @@ func (s *Service) checkTaggable(tx store.Tx, c Caller, ids []string) error {
 			}
 			if !keys[id] {
 				return model.Errorf(model.KindNotFound, model.ResKeyPair, id, "The key pair ID '%s' does not exist", id)
+			}
+		case model.ResGroup:
+			if g, err := tx.GetGroup(id); err != nil || g.AccountID != c.AccountID {
+				return model.Errorf(model.KindNotFound, model.ResGroup, id, "The security group '%s' does not exist", id)
+			}
+		case model.ResVPC:
+			if v, err := tx.GetVPC(id); err != nil || v.AccountID != c.AccountID {
+				return model.Errorf(model.KindNotFound, model.ResVPC, id, "The vpc ID '%s' does not exist", id)
+			}
+		case model.ResSubnet:
+			if sn, err := tx.GetSubnet(id); err != nil || sn.AccountID != c.AccountID {
+				return model.Errorf(model.KindNotFound, model.ResSubnet, id, "The subnet ID '%s' does not exist", id)
+			}
+		case model.ResRule:
+			rules, err := tx.Rules(c.AccountID, nil)
+			if err != nil {
+				return err
+			}
+			found := false
+			for _, r := range rules {
+				found = found || r.ID == id
+			}
+			if !found {
+				return model.Errorf(model.KindNotFound, model.ResRule, id, "The security group rule ID '%s' does not exist", id)
 			}
 		default:
 			return model.Errorf(model.KindMalformed, model.ResTag, id, "Invalid id: \"%s\"", id)

@@ -93,6 +93,56 @@ type Tx interface {
 
 	PutBlob(b model.BlobRef) error
 	GetBlob(sha256 string) (model.BlobRef, error)
+
+	NetworkTx
+}
+
+// NetworkTx reads and writes VPCs, subnets and security groups.
+type NetworkTx interface {
+	InsertVPC(v model.VPC) error
+	GetVPC(id string) (model.VPC, error)
+	ListVPCs(accountID string) ([]model.VPC, error)
+	InsertSubnet(s model.Subnet) error
+	GetSubnet(id string) (model.Subnet, error)
+	ListSubnets(accountID string) ([]model.Subnet, error)
+	// SubnetUsed counts the live instances holding an address in a subnet.
+	SubnetUsed(subnetID string) (int, error)
+
+	InsertGroup(g model.SecurityGroup) error
+	GetGroup(id string) (model.SecurityGroup, error)
+	// GetGroupByName finds a group by name in a VPC.
+	GetGroupByName(vpcID, name string) (model.SecurityGroup, error)
+	ListGroups(accountID string) ([]model.SecurityGroup, error)
+	// GroupsByID returns the named groups (missing ones are left out).
+	GroupsByID(ids []string) ([]model.SecurityGroup, error)
+	DeleteGroup(id string) error
+	SetGroupRev(id string, rev int64) error
+
+	InsertRule(r model.GroupRule) error
+	DeleteRule(id string) error
+	// Rules returns the rules of the given groups (of the account when
+	// groupIDs is nil).
+	Rules(accountID string, groupIDs []string) ([]model.GroupRule, error)
+	// RulesReferencing returns the rules whose peer is the group.
+	RulesReferencing(groupID string) ([]model.GroupRule, error)
+
+	// SetInstanceGroups replaces an instance's groups.
+	SetInstanceGroups(instanceID string, groupIDs []string) error
+	// InstanceGroups returns the groups of the instances, in order.
+	InstanceGroups(instanceIDs []string) (map[string][]string, error)
+	// GroupInUse counts the live instances in a group.
+	GroupInUse(groupID string) (int, error)
+	// NodeGroups returns the groups of a node's live instances.
+	NodeGroups(nodeID string) ([]string, error)
+	// NodeVPCs returns the VPCs of a node's live instances.
+	NodeVPCs(nodeID string) ([]string, error)
+	// VPCNodes returns the nodes with live instances in the VPCs.
+	VPCNodes(vpcIDs []string) ([]string, error)
+	// GroupNodes returns the nodes with live instances in the groups.
+	GroupNodes(groupIDs []string) ([]string, error)
+	// VPCInstances returns the instances of the VPCs (live ones only, or
+	// those changed after sinceRev when it is positive).
+	VPCInstances(vpcIDs []string, sinceRev int64) ([]model.Instance, error)
 }
 
 // TagMatch selects a tag to delete: by key, and by value when HasValue.

@@ -11,7 +11,8 @@ import (
 
 const instCols = `id, account_id, reservation_id, image_id, instance_type, vcpus, memory_mib, disk_gib,
 	key_name, user_data, launch_index, client_token, zone, node_id, state, reason_code, reason_message,
-	transition_note, launch_time, state_changed, power, reboot_seq, rev, vpc_id, subnet_id, private_ip, mac`
+	transition_note, launch_time, state_changed, power, reboot_seq, rev, vpc_id, subnet_id, private_ip, mac,
+	metadata_tokens, metadata_endpoint, metadata_hop_limit, metadata_tags, disable_api_termination, disable_api_stop`
 
 func scanInstance(sc interface{ Scan(...any) error }) (model.Instance, error) {
 	var i model.Instance
@@ -19,17 +20,21 @@ func scanInstance(sc interface{ Scan(...any) error }) (model.Instance, error) {
 	err := sc.Scan(&i.ID, &i.AccountID, &i.ReservationID, &i.ImageID, &i.InstanceType, &i.VCPUs,
 		&i.MemoryMiB, &i.DiskGiB, &i.KeyName, &i.UserData, &i.LaunchIndex, &i.ClientToken, &i.Zone,
 		&i.NodeID, &i.State, &i.StateReason.Code, &i.StateReason.Message, &i.TransitionNote,
-		&launch, &changed, &i.Power, &i.RebootSeq, &i.Rev, &i.VPCID, &i.SubnetID, &i.PrivateIP, &i.MAC)
+		&launch, &changed, &i.Power, &i.RebootSeq, &i.Rev, &i.VPCID, &i.SubnetID, &i.PrivateIP, &i.MAC,
+		&i.Metadata.HTTPTokens, &i.Metadata.HTTPEndpoint, &i.Metadata.HopLimit, &i.Metadata.Tags,
+		&i.DisableAPITermination, &i.DisableAPIStop)
 	i.LaunchTime, i.StateChanged = fromMS(launch), fromMS(changed)
 	return i, err
 }
 
 func (t *tx) InsertInstance(i model.Instance) error {
-	_, err := t.exec(`INSERT INTO instances (`+instCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := t.exec(`INSERT INTO instances (`+instCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		i.ID, i.AccountID, i.ReservationID, i.ImageID, i.InstanceType, i.VCPUs, i.MemoryMiB, i.DiskGiB,
 		i.KeyName, i.UserData, i.LaunchIndex, i.ClientToken, i.Zone, i.NodeID, i.State,
 		i.StateReason.Code, i.StateReason.Message, i.TransitionNote, ms(i.LaunchTime), ms(i.StateChanged),
-		i.Power, i.RebootSeq, i.Rev, i.VPCID, i.SubnetID, i.PrivateIP, i.MAC)
+		i.Power, i.RebootSeq, i.Rev, i.VPCID, i.SubnetID, i.PrivateIP, i.MAC,
+		i.Metadata.HTTPTokens, i.Metadata.HTTPEndpoint, i.Metadata.HopLimit, i.Metadata.Tags,
+		i.DisableAPITermination, i.DisableAPIStop)
 	if isUnique(err) {
 		return model.Errorf(model.KindDuplicate, model.ResInstance, i.ID, "instance %s already exists", i.ID)
 	}
@@ -39,11 +44,14 @@ func (t *tx) InsertInstance(i model.Instance) error {
 func (t *tx) UpdateInstance(i model.Instance) error {
 	res, err := t.exec(`UPDATE instances SET node_id = ?, state = ?, reason_code = ?, reason_message = ?,
 		transition_note = ?, state_changed = ?, power = ?, reboot_seq = ?, rev = ?, private_ip = ?, mac = ?,
-		vpc_id = ?, subnet_id = ?, instance_type = ?, vcpus = ?, memory_mib = ?, user_data = ?
+		vpc_id = ?, subnet_id = ?, instance_type = ?, vcpus = ?, memory_mib = ?, user_data = ?,
+		metadata_tokens = ?, metadata_endpoint = ?, metadata_hop_limit = ?, metadata_tags = ?,
+		disable_api_termination = ?, disable_api_stop = ?
 		WHERE id = ?`,
 		i.NodeID, i.State, i.StateReason.Code, i.StateReason.Message, i.TransitionNote, ms(i.StateChanged),
 		i.Power, i.RebootSeq, i.Rev, i.PrivateIP, i.MAC, i.VPCID, i.SubnetID, i.InstanceType, i.VCPUs,
-		i.MemoryMiB, i.UserData, i.ID)
+		i.MemoryMiB, i.UserData, i.Metadata.HTTPTokens, i.Metadata.HTTPEndpoint, i.Metadata.HopLimit, i.Metadata.Tags,
+		i.DisableAPITermination, i.DisableAPIStop, i.ID)
 	if err != nil {
 		return fmt.Errorf("update instance %s: %w", i.ID, err)
 	}

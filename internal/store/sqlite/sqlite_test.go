@@ -244,3 +244,67 @@ func TestNodeUsageTriggers(t *testing.T) {
 	must(s.Update(ctx, func(tx store.Tx) error { _, err := tx.PurgeInstances(now); return err }))
 	check("purge")
 }
+
+// TestNodeNetworkTriggers checks node_vpcs and node_groups against direct
+// queries through launch, group changes, a move and termination.
+func TestNodeNetworkTriggers(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	now := time.Now()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(step string, node string, wantVPCs, wantGroups int) {
+		t.Helper()
+		s.View(ctx, func(tx store.Tx) error {
+			v, err := tx.NodeVPCs(node)
+			must(err)
+			g, err := tx.NodeGroups(node)
+			must(err)
+			if len(v) != wantVPCs || len(g) != wantGroups {
+				t.Fatalf("%s: node %s has vpcs %v groups %v, want %d and %d", step, node, v, g, wantVPCs, wantGroups)
+			}
+			return nil
+		})
+	}
+	must(s.Update(ctx, func(tx store.Tx) error {
+		must(tx.CreateAccount(model.Account{ID: "1", Name: "a", Created: now}))
+		must(tx.InsertVPC(model.VPC{ID: "vpc-1", AccountID: "1", CIDR: "10.0.0.0/16", Created: now}))
+		for _, g := range []string{"sg-1", "sg-2"} {
+			must(tx.InsertGroup(model.SecurityGroup{ID: g, AccountID: "1", VPCID: "vpc-1", Name: g, Description: "d", Created: now}))
+		}
+		must(tx.InsertReservation(model.Reservation{ID: "r", AccountID: "1", Created: now}))
+		for _, id := range []string{"i-a", "i-b"} {
+			must(tx.InsertInstance(model.Instance{ID: id, AccountID: "1", ReservationID: "r", VCPUs: 1, MemoryMiB: 1,
+				NodeID: "n1", VPCID: "vpc-1", State: model.StatePending, Power: model.PowerRunning, LaunchTime: now, StateChanged: now}))
+			must(tx.SetInstanceGroups(id, []string{"sg-1"}))
+		}
+		return nil
+	}))
+	check("launch", "n1", 1, 1)
+	must(s.Update(ctx, func(tx store.Tx) error { return tx.SetInstanceGroups("i-a", []string{"sg-1", "sg-2"}) }))
+	check("more groups", "n1", 1, 2)
+	must(s.Update(ctx, func(tx store.Tx) error {
+		i, err := tx.GetInstance("i-a")
+		must(err)
+		i.NodeID = "n2"
+		return tx.UpdateInstance(i)
+	}))
+	check("move: old node", "n1", 1, 1)
+	check("move: new node", "n2", 1, 2)
+	must(s.Update(ctx, func(tx store.Tx) error {
+		for _, id := range []string{"i-a", "i-b"} {
+			i, err := tx.GetInstance(id)
+			must(err)
+			must(tx.SetInstanceGroups(id, nil))
+			i.State = model.StateTerminated
+			must(tx.UpdateInstance(i))
+		}
+		return nil
+	}))
+	check("terminated n1", "n1", 0, 0)
+	check("terminated n2", "n2", 0, 0)
+}

@@ -1,0 +1,103 @@
+package agent
+
+import (
+	"context"
+	"sort"
+
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
+)
+
+// netState is the agent's copy of the security groups and peers its
+// instances need.
+type netState struct {
+	groups map[string]nodeproto.SecurityGroup // rules, by ID
+	peers  map[string]nodeproto.Peer          // by instance ID
+	vpcs   map[string]bool                    // networks with full peer lists
+}
+
+func newNetState() *netState {
+	return &netState{groups: map[string]nodeproto.SecurityGroup{}, peers: map[string]nodeproto.Peer{}, vpcs: map[string]bool{}}
+}
+
+// merge applies one desired-state answer; it reports whether the group
+// definitions or members changed.
+func (n *netState) merge(d nodeproto.Desired) bool {
+	if d.Full {
+		n.groups = map[string]nodeproto.SecurityGroup{}
+		n.peers = map[string]nodeproto.Peer{}
+		n.vpcs = map[string]bool{}
+		for _, di := range d.Instances {
+			if di.Network.VPCID != "" {
+				n.vpcs[di.Network.VPCID] = true
+			}
+		}
+	}
+	changed := d.Full
+	for _, g := range d.Groups {
+		n.groups[g.ID] = g
+		changed = true
+	}
+	for _, p := range d.Peers {
+		if p.Gone {
+			delete(n.peers, p.ID)
+		} else {
+			n.peers[p.ID] = p
+		}
+		n.vpcs[p.VPCID] = true
+		changed = true
+	}
+	return changed
+}
+
+// needsFull reports whether an instance refers to a group or a network the
+// agent has no full picture of (placed here after the last full sync).
+func (n *netState) needsFull(instances []nodeproto.DesiredInstance) bool {
+	for _, di := range instances {
+		if di.Network.VPCID != "" && !n.vpcs[di.Network.VPCID] {
+			return true
+		}
+		for _, g := range di.Network.Groups {
+			if _, ok := n.groups[g]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// build returns every group with its members filled in, plus member-only
+// entries for groups that rules refer to but no local instance is in.
+func (n *netState) build() []nodeproto.SecurityGroup {
+	members := map[string][]string{}
+	for _, p := range n.peers {
+		for _, g := range p.Groups {
+			members[g] = append(members[g], p.IP)
+		}
+	}
+	out := make([]nodeproto.SecurityGroup, 0, len(n.groups))
+	seen := map[string]bool{}
+	for id, g := range n.groups {
+		g.Members = members[id]
+		sort.Strings(g.Members)
+		out = append(out, g)
+		seen[id] = true
+	}
+	for id, m := range members {
+		if !seen[id] {
+			sort.Strings(m)
+			out = append(out, nodeproto.SecurityGroup{ID: id, Members: m, Ingress: []nodeproto.Rule{}, Egress: []nodeproto.Rule{}})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// applyGroups hands the network the current groups.
+func (a *Agent) applyGroups(ctx context.Context, full bool) {
+	a.mu.Lock()
+	groups := a.net.build()
+	a.mu.Unlock()
+	if err := a.cfg.Network.SetGroups(ctx, groups, full); err != nil {
+		a.log.Error("apply security groups", "error", err)
+	}
+}
