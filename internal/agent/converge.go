@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -110,7 +112,9 @@ func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance
 
 // boot prepares the instance's image, network and VM, and starts it.
 func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
-	spec := compute.Spec{ID: d.ID, VCPUs: d.VCPUs, MemoryMiB: d.MemoryMiB, Machine: d.Image.Machine}
+	uuid := SMBIOSUUID(d.ID)
+	spec := compute.Spec{ID: d.ID, VCPUs: d.VCPUs, MemoryMiB: d.MemoryMiB, Machine: d.Image.Machine,
+		SMBIOSUUID: uuid, SMBIOSSerial: uuid}
 	for _, f := range []struct {
 		ref  model.BlobRef
 		dest *string
@@ -149,6 +153,15 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 		return fmt.Errorf("start VM: %w", err)
 	}
 	return nil
+}
+
+// SMBIOSUUID is the machine UUID of an instance: it starts with "ec2", and
+// the same string is the SMBIOS serial, which is how cloud-init recognises
+// an EC2 machine and picks its EC2 datasource (IMDSv2 at 169.254.169.254).
+func SMBIOSUUID(instanceID string) string {
+	h := sha256.Sum256([]byte("clipper-smbios/" + instanceID))
+	x := "ec2" + hex.EncodeToString(h[:])[:29]
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }
 
 // attach (re)applies an instance's port and metadata.

@@ -67,9 +67,13 @@ type Spec struct {
 
 	NICs []NIC
 
-	// SMBIOSSerial, if set, is the SMBIOS type 1 system serial number
-	// (cloud-init reads "ds=nocloud;..." from it).
+	// SMBIOSSerial and SMBIOSUUID, if set, are the SMBIOS type 1 system
+	// serial number and UUID (firmware-booted machines only). cloud-init's
+	// ds-identify takes a machine whose UUID and serial both start with
+	// "ec2" and are equal for AWS, and then uses the EC2 datasource with
+	// IMDSv2.
 	SMBIOSSerial string
+	SMBIOSUUID   string
 	// SeedImage, if set, is attached read-only as an extra disk (a cidata ISO).
 	SeedImage string
 }

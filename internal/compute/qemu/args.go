@@ -74,6 +74,9 @@ func (d *Driver) args(s compute.Spec) []string {
 		a = append(a, "-netdev", "tap,id="+id+",ifname="+n.Tap+",script=no,downscript=no",
 			"-device", dev("virtio-net-pci", "virtio-net-device")+",netdev="+id+",mac="+n.MAC)
 	}
+	if s.SMBIOSUUID != "" {
+		a = append(a, "-uuid", s.SMBIOSUUID)
+	}
 	if s.SMBIOSSerial != "" && m != "microvm" {
 		a = append(a, "-smbios", "type=1,serial="+strings.ReplaceAll(s.SMBIOSSerial, ",", ",,"))
 	}
