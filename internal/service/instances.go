@@ -199,15 +199,16 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 		if err := tx.InsertReservation(res.Reservation); err != nil {
 			return err
 		}
+		firstRev, err := tx.NextRevs(len(placed))
+		if err != nil {
+			return err
+		}
 		for idx, nodeID := range placed {
 			ip, mac, err := allocateAddress(tx, sn, taken, want)
 			if err != nil {
 				return err
 			}
-			rev, err := tx.NextRev()
-			if err != nil {
-				return err
-			}
+			rev := firstRev + int64(idx)
 			inst := model.Instance{
 				ID: model.NewID(model.PrefixInstance), AccountID: c.AccountID, ReservationID: res.ID,
 				ImageID: img.ID, InstanceType: typ.Name, VCPUs: typ.VCPUs, MemoryMiB: typ.MemoryMiB,
@@ -217,20 +218,19 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 				VPCID: sn.VPCID, SubnetID: sn.ID, PrivateIP: ip.String(), MAC: mac, Groups: groups,
 				Metadata: md, DisableAPITermination: in.DisableAPITermination, DisableAPIStop: in.DisableAPIStop,
 			}
-			if err := tx.InsertInstance(inst); err != nil {
-				return err
-			}
-			if err := tx.SetInstanceGroups(inst.ID, groups); err != nil {
-				return err
-			}
-			if len(in.Tags) > 0 {
-				if err := tx.SetTags(c.AccountID, inst.ID, in.Tags); err != nil {
-					return err
-				}
-				inst.Tags = append([]model.Tag(nil), in.Tags...)
-			}
 			res.Instances = append(res.Instances, inst)
 			nodes = append(nodes, nodeID)
+		}
+		if err := tx.InsertInstances(res.Instances); err != nil {
+			return err
+		}
+		if len(in.Tags) > 0 {
+			for k := range res.Instances {
+				if err := tx.SetTags(c.AccountID, res.Instances[k].ID, in.Tags); err != nil {
+					return err
+				}
+				res.Instances[k].Tags = append([]model.Tag(nil), in.Tags...)
+			}
 		}
 		// Every node of the network learns the new peers.
 		peers, err := tx.VPCNodes([]string{sn.VPCID})

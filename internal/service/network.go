@@ -121,11 +121,19 @@ func ipv4Add(a netip.Addr, n uint64) netip.Addr {
 // gateway is the router address of a subnet (its first host address).
 func gateway(p netip.Prefix) netip.Addr { return ipv4Add(p.Masked().Addr(), 1) }
 
-// allocateAddress picks a free private IP and MAC in a subnet. Like AWS,
-// the first four addresses and the last are reserved. Addresses are drawn at
-// random and checked against an index, so a launch costs the same in an
-// empty subnet and in a busy one; taken holds those handed out in this
-// transaction. want, if valid, is the address the caller asked for.
+// macFor derives an instance's MAC from its network and address: unique
+// within the network by construction (addresses are), locally administered.
+func macFor(vpcID string, ip netip.Addr) string {
+	h := sha256.Sum256([]byte(vpcID))
+	b := ip.As4()
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", h[0], b[0], b[1], b[2], b[3])
+}
+
+// allocateAddress picks a free private IP in a subnet (and its MAC). Like
+// AWS, the first four addresses and the last are reserved. Addresses are
+// drawn at random and checked against an index, so a launch costs the same
+// in an empty subnet and in a busy one; taken holds those handed out in
+// this transaction. want, if valid, is the address the caller asked for.
 func allocateAddress(tx store.Tx, sn model.Subnet, taken map[netip.Addr]bool, want netip.Addr) (netip.Addr, string, error) {
 	p, err := netip.ParsePrefix(sn.CIDR)
 	if err != nil {
@@ -134,42 +142,37 @@ func allocateAddress(tx store.Tx, sn model.Subnet, taken map[netip.Addr]bool, wa
 	size := uint64(1) << (32 - p.Bits())
 	usable := size - 5
 	first, last := ipv4Add(p.Addr(), 4), ipv4Add(p.Addr(), size-2)
-	if want.IsValid() && (!p.Contains(want) || want.Less(first) || last.Less(want)) {
-		return netip.Addr{}, "", model.InvalidParam("PrivateIpAddress", "Address %s is not a usable address of subnet %s (%s)", want, sn.ID, sn.CIDR)
+	if want.IsValid() {
+		if !p.Contains(want) || want.Less(first) || last.Less(want) {
+			return netip.Addr{}, "", model.InvalidParam("PrivateIpAddress", "Address %s is not a usable address of subnet %s (%s)", want, sn.ID, sn.CIDR)
+		}
+		used, err := tx.AddressInUse(sn.ID, want.String())
+		if err != nil {
+			return netip.Addr{}, "", err
+		}
+		if used || taken[want] {
+			return netip.Addr{}, "", model.Errorf(model.KindInUse, model.ResInterface, want.String(), "Address %s is in use", want)
+		}
+		taken[want] = true
+		return want, macFor(sn.VPCID, want), nil
 	}
 	for attempt := 0; attempt < 64; attempt++ {
-		var b [13]byte
+		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {
 			return netip.Addr{}, "", err
 		}
-		ip := want
-		if !ip.IsValid() {
-			ip = ipv4Add(p.Addr(), 4+binary.BigEndian.Uint64(b[:8])%usable)
-		}
-		mac := fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", b[8], b[9], b[10], b[11], b[12])
+		ip := ipv4Add(p.Addr(), 4+binary.BigEndian.Uint64(b[:])%usable)
 		if taken[ip] {
-			if want.IsValid() {
-				break
-			}
 			continue
 		}
-		used, err := tx.AddressInUse(sn.ID, ip.String(), mac)
+		used, err := tx.AddressInUse(sn.ID, ip.String())
 		if err != nil {
 			return netip.Addr{}, "", err
 		}
 		if !used {
 			taken[ip] = true
-			return ip, mac, nil
+			return ip, macFor(sn.VPCID, ip), nil
 		}
-		if want.IsValid() {
-			// The MAC may have collided; the address may be in use.
-			if inUse, err := tx.AddressInUse(sn.ID, ip.String(), ""); err != nil || inUse {
-				break
-			}
-		}
-	}
-	if want.IsValid() {
-		return netip.Addr{}, "", model.Errorf(model.KindInUse, model.ResInterface, want.String(), "Address %s is in use", want)
 	}
 	return netip.Addr{}, "", model.Errorf(model.KindInsufficientCapacity, "subnet", sn.ID,
 		"There are not enough free addresses in subnet '%s' (%s) to satisfy the request", sn.ID, sn.CIDR)

@@ -40,15 +40,13 @@ func (s *Service) RegisterNode(ctx context.Context, reg nodeproto.Registration) 
 	}
 	var node model.Node
 	err := s.update(ctx, func(tx store.Tx) error {
-		nodes, err := tx.ListNodes()
+		var err error
+		node, err = tx.GetNodeByName(reg.Name)
+		if errors.Is(err, model.ErrNotFound) {
+			node, err = model.Node{ID: model.NewID(model.PrefixNode), Name: reg.Name, State: model.NodeReady, Created: s.nowMS()}, nil
+		}
 		if err != nil {
 			return err
-		}
-		node = model.Node{ID: model.NewID(model.PrefixNode), Name: reg.Name, State: model.NodeReady, Created: s.nowMS()}
-		for _, n := range nodes {
-			if n.Name == reg.Name {
-				node = n
-			}
 		}
 		if node.State == model.NodeDown {
 			node.State = model.NodeReady

@@ -36,6 +36,8 @@ type InstanceQuery struct {
 type Tx interface {
 	// NextRev allocates the next change revision.
 	NextRev() (int64, error)
+	// NextRevs allocates n consecutive revisions and returns the first.
+	NextRevs(n int) (int64, error)
 	// Rev is the latest allocated revision.
 	Rev() (int64, error)
 
@@ -62,6 +64,8 @@ type Tx interface {
 	GetReservationByToken(accountID, token string) (model.Reservation, error)
 
 	InsertInstance(i model.Instance) error
+	// InsertInstances inserts several instances and their groups.
+	InsertInstances(is []model.Instance) error
 	// UpdateInstance writes every mutable field of i (tags excluded).
 	UpdateInstance(i model.Instance) error
 	GetInstance(id string) (model.Instance, error)
@@ -70,8 +74,8 @@ type Tx interface {
 	// of instances that are not stopped, disk of every live instance.
 	NodeUsage() (map[string]model.Capacity, error)
 	// AddressInUse reports whether a live instance holds the private IP in
-	// the subnet, or (if mac is not empty) the MAC anywhere.
-	AddressInUse(subnetID, ip, mac string) (bool, error)
+	// the subnet.
+	AddressInUse(subnetID, ip string) (bool, error)
 	// PurgeInstances deletes terminated instances whose state changed before t.
 	PurgeInstances(before time.Time) (int, error)
 
@@ -86,6 +90,7 @@ type Tx interface {
 
 	UpsertNode(n model.Node) error
 	GetNode(id string) (model.Node, error)
+	GetNodeByName(name string) (model.Node, error)
 	ListNodes() ([]model.Node, error)
 
 	PutConsole(c model.Console) error
@@ -128,6 +133,8 @@ type NetworkTx interface {
 
 	// SetInstanceGroups replaces an instance's groups.
 	SetInstanceGroups(instanceID string, groupIDs []string) error
+	// AddInstanceGroups gives a new instance (no groups yet) its groups.
+	AddInstanceGroups(instanceID string, groupIDs []string) error
 	// InstanceGroups returns the groups of the instances, in order.
 	InstanceGroups(instanceIDs []string) (map[string][]string, error)
 	// GroupInUse counts the live instances in a group.

@@ -27,18 +27,57 @@ func scanInstance(sc interface{ Scan(...any) error }) (model.Instance, error) {
 	return i, err
 }
 
-func (t *tx) InsertInstance(i model.Instance) error {
-	_, err := t.exec(`INSERT INTO instances (`+instCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		i.ID, i.AccountID, i.ReservationID, i.ImageID, i.InstanceType, i.VCPUs, i.MemoryMiB, i.DiskGiB,
+func instanceArgs(i model.Instance) []any {
+	return []any{i.ID, i.AccountID, i.ReservationID, i.ImageID, i.InstanceType, i.VCPUs, i.MemoryMiB, i.DiskGiB,
 		i.KeyName, i.UserData, i.LaunchIndex, i.ClientToken, i.Zone, i.NodeID, i.State,
 		i.StateReason.Code, i.StateReason.Message, i.TransitionNote, ms(i.LaunchTime), ms(i.StateChanged),
 		i.Power, i.RebootSeq, i.Rev, i.VPCID, i.SubnetID, i.PrivateIP, i.MAC,
 		i.Metadata.HTTPTokens, i.Metadata.HTTPEndpoint, i.Metadata.HopLimit, i.Metadata.Tags,
-		i.DisableAPITermination, i.DisableAPIStop)
+		i.DisableAPITermination, i.DisableAPIStop}
+}
+
+var instRow = "(" + placeholders(len(instanceArgs(model.Instance{}))) + ")"
+
+func (t *tx) InsertInstance(i model.Instance) error {
+	_, err := t.exec(`INSERT INTO instances (`+instCols+`) VALUES `+instRow, instanceArgs(i)...)
 	if isUnique(err) {
 		return model.Errorf(model.KindDuplicate, model.ResInstance, i.ID, "instance %s already exists", i.ID)
 	}
 	return err
+}
+
+// insertBatch is how many rows one multi-row INSERT carries: statement
+// overhead, not row work, dominated bursts of launches.
+const insertBatch = 50
+
+func (t *tx) InsertInstances(is []model.Instance) error {
+	for start := 0; start < len(is); start += insertBatch {
+		chunk := is[start:min(start+insertBatch, len(is))]
+		rows := make([]string, len(chunk))
+		var args []any
+		var gRows []string
+		var gArgs []any
+		for k, i := range chunk {
+			rows[k] = instRow
+			args = append(args, instanceArgs(i)...)
+			for pos, g := range i.Groups {
+				gRows = append(gRows, "(?, ?, ?)")
+				gArgs = append(gArgs, i.ID, g, pos)
+			}
+		}
+		if _, err := t.exec(`INSERT INTO instances (`+instCols+`) VALUES `+strings.Join(rows, ","), args...); err != nil {
+			if isUnique(err) {
+				return model.Errorf(model.KindDuplicate, model.ResInstance, chunk[0].ID, "instance already exists")
+			}
+			return fmt.Errorf("insert instances: %w", err)
+		}
+		if len(gRows) > 0 {
+			if _, err := t.exec(`INSERT INTO instance_groups (instance_id, group_id, position) VALUES `+strings.Join(gRows, ","), gArgs...); err != nil {
+				return fmt.Errorf("insert instance groups: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (t *tx) UpdateInstance(i model.Instance) error {
@@ -171,12 +210,8 @@ func (t *tx) NodeUsage() (map[string]model.Capacity, error) {
 	return out, rows.Err()
 }
 
-func (t *tx) AddressInUse(subnetID, ip, mac string) (bool, error) {
+func (t *tx) AddressInUse(subnetID, ip string) (bool, error) {
 	var n int
 	err := t.row(`SELECT COUNT(*) FROM instances WHERE subnet_id = ? AND private_ip = ? AND state <> 'terminated'`, subnetID, ip).Scan(&n)
-	if err != nil || n > 0 || mac == "" {
-		return n > 0, err
-	}
-	err = t.row(`SELECT COUNT(*) FROM instances WHERE mac = ? AND state <> 'terminated'`, mac).Scan(&n)
 	return n > 0, err
 }

@@ -243,6 +243,10 @@ func (t *tx) SetInstanceGroups(instanceID string, groupIDs []string) error {
 	if _, err := t.exec(`DELETE FROM instance_groups WHERE instance_id = ?`, instanceID); err != nil {
 		return err
 	}
+	return t.AddInstanceGroups(instanceID, groupIDs)
+}
+
+func (t *tx) AddInstanceGroups(instanceID string, groupIDs []string) error {
 	for i, g := range groupIDs {
 		if _, err := t.exec(`INSERT INTO instance_groups (instance_id, group_id, position) VALUES (?, ?, ?)`, instanceID, g, i); err != nil {
 			return fmt.Errorf("set instance groups: %w", err)

@@ -163,6 +163,11 @@ func (t *tx) GetNode(id string) (model.Node, error) {
 	return n, notFound(err, model.ResNode, id)
 }
 
+func (t *tx) GetNodeByName(name string) (model.Node, error) {
+	n, err := scanNode(t.row(`SELECT `+nodeCols+` FROM nodes WHERE name = ?`, name))
+	return n, notFound(err, model.ResNode, name)
+}
+
 func (t *tx) ListNodes() ([]model.Node, error) {
 	rows, err := t.query(`SELECT ` + nodeCols + ` FROM nodes ORDER BY name`)
 	if err != nil {

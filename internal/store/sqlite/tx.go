@@ -102,6 +102,15 @@ func (t *tx) NextRev() (int64, error) {
 	return v, nil
 }
 
+func (t *tx) NextRevs(n int) (int64, error) {
+	var v int64
+	err := t.row(`UPDATE meta SET value = value + ? WHERE key = 'rev' RETURNING value`, n).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("next revisions: %w", err)
+	}
+	return v - int64(n) + 1, nil
+}
+
 func (t *tx) Rev() (int64, error) {
 	var v int64
 	err := t.row(`SELECT value FROM meta WHERE key = 'rev'`).Scan(&v)

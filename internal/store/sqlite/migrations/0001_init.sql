@@ -111,9 +111,8 @@ CREATE TABLE instances (
 CREATE INDEX instances_account ON instances(account_id);
 CREATE INDEX instances_node_rev ON instances(node_id, rev);
 CREATE INDEX instances_reservation ON instances(reservation_id);
-CREATE INDEX instances_state ON instances(state, state_changed);
+CREATE INDEX instances_terminated ON instances(state_changed) WHERE state = 'terminated';
 CREATE INDEX instances_address ON instances(subnet_id, private_ip);
-CREATE INDEX instances_mac ON instances(mac);
 
 CREATE TABLE tags (
     resource_id TEXT NOT NULL,

@@ -65,7 +65,6 @@ ALTER TABLE instances ADD COLUMN metadata_tags TEXT NOT NULL DEFAULT 'disabled';
 ALTER TABLE instances ADD COLUMN disable_api_termination INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE instances ADD COLUMN disable_api_stop INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX instances_vpc_rev ON instances(vpc_id, rev);
-CREATE INDEX instances_vpc_node ON instances(vpc_id, node_id);
 
 -- Which networks and groups each node serves, kept by triggers so that
 -- finding them costs a lookup, not a scan of the node's instances.
