@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bufio"
+	"flag"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
 	clipperBin = os.Getenv("CLIPPER_BIN")
 	if clipperBin == "" && !testing.Short() {
 		dir, err := os.MkdirTemp("", "clipper-e2e-bin")
