@@ -6,9 +6,9 @@ package e2e
 
 import (
 	"bufio"
-	"flag"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
