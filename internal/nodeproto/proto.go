@@ -54,6 +54,30 @@ type Network struct {
 	// Groups are the instance's security group IDs; their rules come in
 	// Desired.Groups.
 	Groups []string `json:"groups,omitempty"`
+	// VNI is the network's VXLAN identifier: nodes that host instances of
+	// the network join their bridges with a VXLAN device of this VNI.
+	VNI int `json:"vni,omitempty"`
+	// GatewayMAC is the bridge MAC every node gives the network, so the
+	// distributed gateway answers the same wherever an instance runs.
+	GatewayMAC string `json:"gateway_mac,omitempty"`
+	// Uplink, when set, attaches the network to an existing host bridge or
+	// interface (bridged mode) instead of a bridge of Clipper's own; then
+	// there is no overlay and no NAT: instances are on the LAN.
+	Uplink string `json:"uplink,omitempty"`
+	// PublicIP is the elastic IP associated with the instance, if any: the
+	// node answers ARP for it on its uplink and translates it (DNAT in,
+	// SNAT out).
+	PublicIP string `json:"public_ip,omitempty"`
+}
+
+// Forward is a managed port forward a node carries out.
+type Forward struct {
+	ID         string `json:"id"`
+	Protocol   string `json:"protocol"` // tcp | udp
+	ListenIP   string `json:"listen_ip"`
+	ListenPort int    `json:"listen_port"`
+	TargetIP   string `json:"target_ip"`
+	TargetPort int    `json:"target_port"`
 }
 
 // Port is what attaching an instance made on its node.
@@ -168,6 +192,9 @@ type Desired struct {
 	// addresses. A node that starts serving a new network asks for a full
 	// answer.
 	Peers []Peer `json:"peers,omitempty"`
+	// Forwards is every port forward the node carries (always the whole
+	// list: forwards are few).
+	Forwards []Forward `json:"forwards"`
 }
 
 // Peer is an instance as other instances' rules see it.
@@ -179,6 +206,11 @@ type Peer struct {
 	Groups []string `json:"groups"`
 	// Gone means the instance no longer holds the address.
 	Gone bool `json:"gone,omitempty"`
+	// Node is the underlay address of the node the instance runs on (its
+	// VXLAN tunnel endpoint).
+	Node string `json:"node,omitempty"`
+	// VNI is the VXLAN identifier of the peer's network.
+	VNI int `json:"vni,omitempty"`
 }
 
 // Observed states of an instance on its node.
