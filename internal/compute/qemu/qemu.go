@@ -256,6 +256,9 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 	return d.stop(ctx, id, grace)
 }
 
+// powerdownRepeat is how often stop presses the power button again.
+const powerdownRepeat = 3 * time.Second
+
 // stop powers a VM down: ACPI power button, wait up to grace for the guest,
 // then quit over QMP, then SIGKILL.
 func (d *Driver) stop(ctx context.Context, id string, grace time.Duration) error {
@@ -267,12 +270,19 @@ func (d *Driver) stop(ctx context.Context, id string, grace time.Duration) error
 	if grace > 0 {
 		if c, err := d.conn(ctx, id); err == nil {
 			if _, err := c.Execute(ctx, "system_powerdown", nil); err == nil {
+				// A guest still booting has no one listening to the button
+				// yet, so it is pressed again every few seconds.
 				deadline := time.Now().Add(grace)
+				press := time.Now().Add(powerdownRepeat)
 				for time.Now().Before(deadline) && ctx.Err() == nil {
 					st, err := d.runState(ctx, id)
 					if err != nil || st == "shutdown" {
 						reason = "guest powered off"
 						break
+					}
+					if time.Now().After(press) {
+						c.Execute(ctx, "system_powerdown", nil)
+						press = time.Now().Add(powerdownRepeat)
 					}
 					time.Sleep(100 * time.Millisecond)
 				}

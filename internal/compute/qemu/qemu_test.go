@@ -120,11 +120,15 @@ func TestOverlayAndGuestPoweroff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Execute(ctx, "system_powerdown", nil); err != nil {
-		t.Fatal(err)
-	}
+	// The button is pressed until the guest listens: acpid starts after
+	// CLIPPER-GUEST-READY.
 	deadline := time.Now().Add(time.Minute)
-	for {
+	for i := 0; ; i++ {
+		if i%15 == 0 {
+			if _, err := c.Execute(ctx, "system_powerdown", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
 		st, err := d.Status(ctx, id)
 		if err != nil {
 			t.Fatal(err)
