@@ -1,37 +1,67 @@
-// Package network sets up instance networking on a node: a Linux bridge per
-// network with the gateway address, a persistent tap per instance, outbound
-// NAT with nftables, and a DHCP server on each bridge that hands every known
-// MAC its fixed address and the network's true MTU.
+// Package network sets up instance networking on a node: a Linux bridge
+// per network with its gateway address, outbound NAT and a DHCP server that
+// hands every known MAC its fixed address and the network's true MTU; a
+// persistent tap per instance; stateful security groups (nftables, inet
+// family, keyed on the instance's mark and address); MAC/IP/ARP
+// anti-spoofing (bridge family), which also marks every packet with its
+// port's mark so the metadata service knows who is asking; TCP MSS
+// clamping; and the sysctls all of this depends on.
+//
+// The kernel holds the state: a restarted agent adopts the ports it finds
+// (their records ride in nftables rule comments) and running VMs keep
+// their network meanwhile.
 package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/undo"
 )
 
 // Host is the node's instance networking. It implements agent.Network.
 type Host struct {
-	log *slog.Logger
-	dns []netip.Addr
+	log     *slog.Logger
+	hostDNS []netip.Addr
+	guard   *sysctlGuard
 
-	mu      sync.Mutex
-	bridges map[string]*bridgeNet // by bridge name
-	ports   map[string]port       // by instance ID
-	nat     natRules
+	mu       sync.Mutex
+	bridges  map[string]*bridgeNet // by bridge name
+	ports    map[string]*port      // by instance ID
+	groups   map[string]groupState // defined security groups
+	marks    map[uint32]string     // mark -> instance ID
+	nextMark uint32
+	nat      natRules
 }
 
 // port is one instance's attachment.
 type port struct {
+	id     string
+	dev    string // tap, or a device handed to AttachDevice
+	owned  bool   // dev is a tap Clipper made (Detach deletes it)
 	bridge string
-	tap    string
-	mac    string
+	ip     netip.Addr
+	mac    net.HardwareAddr
+	mark   uint32
+	groups []string
+	gw     netip.Prefix
+	mtu    int
+	dns    []netip.Addr
+}
+
+// groupState is what the node keeps of a defined group.
+type groupState struct {
+	fingerprint string
+	peers       []string // groups whose member sets its rules look up
 }
 
 // bridgeNet is one network's bridge on this node.
@@ -42,31 +72,292 @@ type bridgeNet struct {
 	dhcp    *dhcpServer
 }
 
-// New prepares the host for instance networking: it turns on IP forwarding
-// and pins bridge-nf-call-iptables to 1 (so bridged traffic meets nftables),
-// and fails with a clear error if it cannot.
+// New prepares the host for instance networking: it pins the sysctls the
+// design depends on (and fails with a clear error if it cannot), declares
+// Clipper's nftables tables, puts the metadata addresses on the loopback
+// device and adopts the ports a previous agent left behind. The sysctls
+// are checked again every few seconds until Close; a change is logged as
+// an error and undone.
 func New(log *slog.Logger) (*Host, error) {
-	for path, want := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":                 "1",
-		"/proc/sys/net/bridge/bridge-nf-call-iptables":  "1",
-		"/proc/sys/net/bridge/bridge-nf-call-ip6tables": "1",
-	} {
-		if err := pinSysctl(path, want); err != nil {
-			return nil, err
-		}
+	if log == nil {
+		log = slog.Default()
 	}
-	return &Host{log: log.With("component", "network"), dns: hostResolvers(), bridges: map[string]*bridgeNet{}, ports: map[string]port{}, nat: natRules{}}, nil
+	log = log.With("component", "network")
+	if err := pinAll(); err != nil {
+		return nil, err
+	}
+	if err := addMetadataAddrs(log); err != nil {
+		return nil, err
+	}
+	b, err := newBatch()
+	if err != nil {
+		return nil, err
+	}
+	addBase(b)
+	if err := b.commit("declare tables"); err != nil {
+		return nil, err
+	}
+	h := &Host{log: log, hostDNS: hostResolvers(), bridges: map[string]*bridgeNet{}, ports: map[string]*port{},
+		groups: map[string]groupState{}, marks: map[uint32]string{}, nat: natRules{}}
+	if err := h.adopt(); err != nil {
+		h.closeDHCP()
+		return nil, err
+	}
+	h.guard = startGuard(log)
+	return h, nil
 }
 
-func pinSysctl(path, want string) error {
-	if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
-		return fmt.Errorf("network: cannot set %s to %s: %w (the node agent needs root and a kernel with bridge netfilter)", path, want, err)
+// TapName is the tap device of an instance (at most 15 bytes).
+func TapName(instanceID string) string {
+	id := strings.TrimPrefix(instanceID, "i-")
+	if len(id) > 12 {
+		id = id[len(id)-12:]
 	}
-	got, err := os.ReadFile(path)
-	if err != nil || strings.TrimSpace(string(got)) != want {
-		return fmt.Errorf("network: %s did not stay at %s", path, want)
+	return "tap" + id
+}
+
+// Attach implements agent.Network: it creates (or updates) the instance's
+// persistent tap on its network's bridge, with the bridge, NAT and DHCP
+// server when the network is new on this node, the DHCP lease, the
+// anti-spoofing chain and the security group chains. Calling it again with
+// other groups (or another address) updates the rules in place in one
+// transaction.
+func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (nodeproto.Port, error) {
+	return h.attach(id, TapName(id), true, n)
+}
+
+// AttachDevice is Attach for a device that already exists (one end of a
+// veth pair whose other end plays the instance, in tests): it is put on the
+// bridge instead of a tap, and Detach takes it off the bridge again but
+// leaves it alone otherwise.
+func (h *Host) AttachDevice(ctx context.Context, id, dev string, n nodeproto.Network) (nodeproto.Port, error) {
+	if dev == "" || len(dev) > 15 {
+		return nodeproto.Port{}, fmt.Errorf("network: bad device name %q", dev)
 	}
+	return h.attach(id, dev, false, n)
+}
+
+// netConfig is a parsed nodeproto.Network.
+type netConfig struct {
+	gw     netip.Prefix
+	ip     netip.Addr
+	mac    net.HardwareAddr
+	mtu    int
+	dns    []netip.Addr
+	groups []string
+}
+
+func parseNetwork(n nodeproto.Network) (netConfig, error) {
+	var c netConfig
+	var err error
+	if n.Bridge == "" || len(n.Bridge) > 15 || strings.ContainsAny(n.Bridge, "/ \t\n") {
+		return c, fmt.Errorf("network: bad bridge name %q", n.Bridge)
+	}
+	if c.gw, err = netip.ParsePrefix(n.Gateway); err != nil || !c.gw.Addr().Is4() || c.gw.Bits() > 30 {
+		return c, fmt.Errorf("network: bad gateway %q", n.Gateway)
+	}
+	if c.ip, err = netip.ParseAddr(n.PrivateIP); err != nil || !c.gw.Contains(c.ip) || c.ip == c.gw.Addr() {
+		return c, fmt.Errorf("network: address %q is not a host address of %s", n.PrivateIP, c.gw)
+	}
+	if c.mac, err = net.ParseMAC(n.MAC); err != nil || len(c.mac) != 6 || c.mac[0]&1 == 1 {
+		return c, fmt.Errorf("network: bad MAC %q", n.MAC)
+	}
+	c.mtu = n.MTU
+	if c.mtu == 0 {
+		c.mtu = 1500
+	}
+	if c.mtu < 576 || c.mtu > 65535 {
+		return c, fmt.Errorf("network: bad MTU %d", n.MTU)
+	}
+	for _, f := range strings.FieldsFunc(n.DNS, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if a, err := netip.ParseAddr(f); err == nil && a.Is4() {
+			c.dns = append(c.dns, a)
+		}
+	}
+	for _, g := range n.Groups {
+		if g != "" && !slices.Contains(c.groups, g) {
+			c.groups = append(c.groups, g)
+		}
+	}
+	return c, nil
+}
+
+func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeproto.Port, error) {
+	if id == "" {
+		return nodeproto.Port{}, errors.New("network: empty instance ID")
+	}
+	c, err := parseNetwork(n)
+	if err != nil {
+		return nodeproto.Port{}, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := undo.New()
+	defer u.Run()
+
+	old := h.ports[id]
+	if other, ok := h.portByDev(dev); ok && other.id != id {
+		return nodeproto.Port{}, fmt.Errorf("network: device %s already belongs to %s", dev, other.id)
+	}
+	br, err := h.ensureBridge(n.Bridge, c.gw, c.mtu)
+	if err != nil {
+		return nodeproto.Port{}, err
+	}
+	u.Add(func() { h.removeBridgeIfUnused(n.Bridge) })
+	dns := c.dns
+	if len(dns) == 0 {
+		dns = h.hostDNS
+	}
+	if len(dns) == 0 {
+		dns = []netip.Addr{c.gw.Addr()}
+	}
+	p := &port{id: id, dev: dev, owned: owned, bridge: n.Bridge, ip: c.ip, mac: c.mac, groups: c.groups,
+		gw: c.gw, mtu: c.mtu, dns: dns}
+	if old != nil {
+		p.mark = old.mark
+	} else {
+		if p.mark, err = h.allocMark(id); err != nil {
+			return nodeproto.Port{}, err
+		}
+		u.Add(func() { delete(h.marks, p.mark) })
+	}
+
+	// Rules first, device second: a device never carries traffic that
+	// its rules do not see.
+	b, err := newBatch()
+	if err != nil {
+		return nodeproto.Port{}, err
+	}
+	if old != nil {
+		if old.dev != p.dev {
+			delSpoofPort(b, old)
+		}
+		if old.bridge != p.bridge || old.ip != p.ip {
+			delInstance(b, old)
+		}
+	}
+	addBridgeElems(b, p.bridge)
+	addSpoofPort(b, p)
+	addInstance(b, p)
+	if err := b.commit("attach " + id); err != nil {
+		return nodeproto.Port{}, err
+	}
+	if old == nil {
+		u.Add(func() { h.removeRules(p) })
+	}
+	if owned {
+		err = ensureTap(dev, p.bridge, p.mtu)
+	} else {
+		err = attachLink(dev, p.bridge, p.mtu)
+	}
+	if err != nil {
+		return nodeproto.Port{}, err
+	}
+	if old != nil {
+		if old.dev != p.dev {
+			h.releaseDevice(old)
+		}
+		if ob := h.bridges[old.bridge]; ob != nil && (old.bridge != p.bridge || old.mac.String() != p.mac.String()) {
+			ob.dhcp.removeLease(old.mac.String())
+		}
+	}
+	br.dhcp.setLease(p.mac.String(), lease{ip: p.ip, hostname: hostname(p.ip), dns: p.dns})
+	h.ports[id] = p
+	h.marks[p.mark] = id
+	if old != nil && old.bridge != p.bridge {
+		h.removeBridgeIfUnused(old.bridge)
+	}
+	u.Success()
+	h.log.Info("port attached", "instance", id, "device", dev, "bridge", p.bridge, "ip", p.ip,
+		"mac", p.mac.String(), "mark", fmt.Sprintf("%#x", p.mark), "groups", p.groups)
+	h.cleanupGroups()
+	return nodeproto.Port{Tap: dev, Mark: p.mark}, nil
+}
+
+func (h *Host) portByDev(dev string) (*port, bool) {
+	for _, p := range h.ports {
+		if p.dev == dev {
+			return p, true
+		}
+	}
+	return nil, false
+}
+
+// allocMark hands out the next free mark, cycling through the mark space
+// so that a freed mark is reused as late as possible.
+func (h *Host) allocMark(id string) (uint32, error) {
+	const space = ^MarkMask // low bits
+	for range space {
+		h.nextMark = h.nextMark%space + 1
+		m := MarkBase | h.nextMark
+		if _, used := h.marks[m]; !used {
+			h.marks[m] = id
+			return m, nil
+		}
+	}
+	return 0, errors.New("network: no free port marks")
+}
+
+// Detach implements agent.Network: it takes the device off the network
+// first (a tap is deleted, a device from AttachDevice leaves the bridge),
+// then removes the port's rules, map entries and DHCP lease, and the
+// bridge, NAT and DHCP server of a network that has no port left.
+// Detaching an unknown ID removes a leftover tap by that ID's name, if any.
+func (h *Host) Detach(ctx context.Context, id string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p, ok := h.ports[id]
+	if !ok {
+		return deleteLink(TapName(id))
+	}
+	if err := h.releaseDevice(p); err != nil {
+		return err
+	}
+	if err := h.removeRules(p); err != nil {
+		return err
+	}
+	if br := h.bridges[p.bridge]; br != nil {
+		br.dhcp.removeLease(p.mac.String())
+	}
+	delete(h.ports, id)
+	delete(h.marks, p.mark)
+	h.removeBridgeIfUnused(p.bridge)
+	h.cleanupGroups()
+	h.log.Info("port detached", "instance", id, "device", p.dev)
 	return nil
+}
+
+func (h *Host) releaseDevice(p *port) error {
+	if p.owned {
+		return deleteLink(p.dev)
+	}
+	return releaseLink(p.dev)
+}
+
+func (h *Host) removeRules(p *port) error {
+	b, err := newBatch()
+	if err != nil {
+		return err
+	}
+	delSpoofPort(b, p)
+	delInstance(b, p)
+	return b.commit("detach " + p.id)
+}
+
+// Ports returns the ports the host serves, adopted ones included, so a
+// restarted agent can learn each instance's mark again.
+func (h *Host) Ports() map[string]nodeproto.Port {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]nodeproto.Port, len(h.ports))
+	for id, p := range h.ports {
+		out[id] = nodeproto.Port{Tap: p.dev, Mark: p.mark}
+	}
+	return out
+}
+
+func hostname(ip netip.Addr) string {
+	return "ip-" + strings.ReplaceAll(ip.String(), ".", "-")
 }
 
 // hostResolvers reads the host's non-loopback name servers to hand to
@@ -80,7 +371,7 @@ func hostResolvers() []netip.Addr {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "nameserver" {
-			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.Is4() && !a.IsLoopback() && len(out) < 3 {
 				out = append(out, a)
 			}
 		}
@@ -88,87 +379,24 @@ func hostResolvers() []netip.Addr {
 	return out
 }
 
-// TapName is the tap device of an instance (at most 15 bytes).
-func TapName(instanceID string) string {
-	id := strings.TrimPrefix(instanceID, "i-")
-	if len(id) > 12 {
-		id = id[len(id)-12:]
-	}
-	return "tap" + id
-}
-
-// Attach implements agent.Network.
-func (h *Host) Attach(ctx context.Context, id string, n nodeproto.Network) (nodeproto.Port, error) {
-	gw, err := netip.ParsePrefix(n.Gateway)
-	if err != nil || !gw.Addr().Is4() {
-		return nodeproto.Port{}, fmt.Errorf("network: bad gateway %q", n.Gateway)
-	}
-	ip, err := netip.ParseAddr(n.PrivateIP)
-	if err != nil || !gw.Contains(ip) {
-		return nodeproto.Port{}, fmt.Errorf("network: address %q is not in %s", n.PrivateIP, gw)
-	}
-	mtu := n.MTU
-	if mtu == 0 {
-		mtu = 1500
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	br, err := h.ensureBridge(n.Bridge, gw, mtu)
-	if err != nil {
-		return nodeproto.Port{}, err
-	}
-	tap := TapName(id)
-	if err := ensureTap(tap, n.Bridge, mtu); err != nil {
-		return nodeproto.Port{}, err
-	}
-	dns := h.dns
-	if len(dns) == 0 {
-		dns = []netip.Addr{gw.Addr()}
-	}
-	br.dhcp.setLease(n.MAC, lease{ip: ip, hostname: hostname(ip), dns: dns})
-	h.ports[id] = port{bridge: n.Bridge, tap: tap, mac: n.MAC}
-	return nodeproto.Port{Tap: tap}, nil
-}
-
-// SetGroups implements agent.Network. Security groups are not enforced
-// yet: the skeleton network accepts the definitions and ignores them.
-func (h *Host) SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error {
-	return nil
-}
-
-// Detach implements agent.Network.
-func (h *Host) Detach(ctx context.Context, id string) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	p, ok := h.ports[id]
-	tap := TapName(id)
-	if ok {
-		if br := h.bridges[p.bridge]; br != nil {
-			br.dhcp.removeLease(p.mac)
-		}
-		delete(h.ports, id)
-	}
-	return deleteLink(tap)
-}
-
-func hostname(ip netip.Addr) string {
-	return "ip-" + strings.ReplaceAll(ip.String(), ".", "-")
-}
-
 // ensureBridge creates (or adopts) a network's bridge, its gateway address,
 // NAT and DHCP server.
 func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int) (*bridgeNet, error) {
-	if br, ok := h.bridges[name]; ok && br.gateway == gw && br.mtu == mtu {
+	br := h.bridges[name]
+	if br != nil && br.gateway == gw && br.mtu == mtu {
 		return br, nil
 	}
-	if err := ensureBridgeLink(name, gw, mtu); err != nil {
+	var old netip.Prefix
+	if br != nil {
+		old = br.gateway
+	}
+	if err := ensureBridgeLink(name, gw, old, mtu); err != nil {
 		return nil, err
 	}
 	h.nat[name] = gw.Masked()
 	if err := h.nat.apply(); err != nil {
 		return nil, err
 	}
-	br := h.bridges[name]
 	if br == nil {
 		srv, err := startDHCP(name, gw, mtu, h.log)
 		if err != nil {
@@ -183,13 +411,68 @@ func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int) (*bridgeNet, 
 	return br, nil
 }
 
-// Close stops the DHCP servers. Bridges, taps and NAT stay, so running VMs
-// keep their network while the agent restarts.
+// removeBridgeIfUnused tears down a network's bridge, NAT and DHCP server
+// once no port uses it.
+func (h *Host) removeBridgeIfUnused(name string) {
+	for _, p := range h.ports {
+		if p.bridge == name {
+			return
+		}
+	}
+	br := h.bridges[name]
+	if br == nil {
+		return
+	}
+	br.dhcp.close()
+	delete(h.bridges, name)
+	delete(h.nat, name)
+	if err := h.nat.apply(); err != nil {
+		h.log.Warn("NAT after removing a bridge", "bridge", name, "error", err)
+	}
+	if b, err := newBatch(); err == nil {
+		delBridgeElems(b, name)
+		if err := b.commit("remove bridge " + name); err != nil {
+			h.log.Warn("remove bridge from the filter sets", "bridge", name, "error", err)
+		}
+	}
+	if err := deleteLink(name); err != nil {
+		h.log.Warn("delete bridge", "bridge", name, "error", err)
+	}
+	h.log.Info("bridge removed", "bridge", name)
+}
+
+// Close stops the DHCP servers and the sysctl guard. Bridges, taps and
+// rules stay, so running VMs keep their network while the agent restarts.
 func (h *Host) Close() error {
+	h.guard.stop()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.closeDHCP()
+	return nil
+}
+
+func (h *Host) closeDHCP() {
 	for _, br := range h.bridges {
 		br.dhcp.close()
 	}
-	return nil
+}
+
+// Purge removes all of Clipper's networking from the node: every port
+// (taps deleted, other devices taken off their bridge), every bridge, and
+// Clipper's nftables tables. For uninstalling, and for tests.
+func (h *Host) Purge(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	for _, p := range h.ports {
+		errs = append(errs, h.releaseDevice(p))
+	}
+	for name, br := range h.bridges {
+		br.dhcp.close()
+		errs = append(errs, deleteLink(name))
+	}
+	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
+		map[uint32]string{}, map[string]groupState{}, natRules{}
+	errs = append(errs, deleteTables())
+	return errors.Join(errs...)
 }
