@@ -18,6 +18,7 @@ import (
 	"github.com/clipper-cloud/clipper/internal/compute/fake"
 	"github.com/clipper-cloud/clipper/internal/compute/qemu"
 	"github.com/clipper-cloud/clipper/internal/controller"
+	"github.com/clipper-cloud/clipper/internal/metadata"
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/network"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
@@ -131,32 +132,56 @@ func (f *nodeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.address, "address", "", "address other nodes reach this node at")
 }
 
-// hypervisor builds the driver and the networking that goes with it.
-func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (compute.Hypervisor, agent.Network, func(), error) {
+// nodeParts is what a node agent drives: the hypervisor, the host's
+// networking and the metadata service.
+type nodeParts struct {
+	driver   compute.Hypervisor
+	network  agent.Network
+	metadata agent.Metadata
+	close    func()
+}
+
+// hypervisor builds the driver and the networking that goes with it. With
+// the qemu driver the metadata service runs until close.
+func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (nodeParts, error) {
 	switch f.driver {
 	case "fake":
-		return fake.New(), network.Noop{}, func() {}, nil
+		return nodeParts{driver: fake.New(), network: network.Noop{}, close: func() {}}, nil
 	case "qemu":
 		d, err := qemu.New(qemu.Config{StateDir: filepath.Join(dir, "vms"), QEMUPath: f.qemuPath, Logger: log})
 		if err != nil {
-			return nil, nil, nil, err
+			return nodeParts{}, err
 		}
 		n, err := network.New(log)
 		if err != nil {
-			return nil, nil, nil, err
+			return nodeParts{}, err
 		}
-		return d, n, func() { n.Close() }, nil
+		md := metadata.New(log)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := md.ListenAndServe(ctx); err != nil {
+				log.Error("metadata service stopped", "error", err)
+			}
+		}()
+		return nodeParts{driver: d, network: n, metadata: md, close: func() {
+			cancel()
+			<-done
+			n.Close()
+		}}, nil
 	}
-	return nil, nil, nil, fmt.Errorf("--driver must be qemu or fake, not %q", f.driver)
+	return nodeParts{}, fmt.Errorf("--driver must be qemu or fake, not %q", f.driver)
 }
 
 func (f *nodeFlags) agent(client *nodeproto.Client, dir string, log *slog.Logger) (*agent.Agent, func(), error) {
-	drv, net, closeNet, err := f.hypervisor(dir, log)
+	p, err := f.hypervisor(dir, log)
 	if err != nil {
 		return nil, nil, err
 	}
+	closeNet := p.close
 	a, err := agent.New(agent.Config{Client: client, DataDir: dir, Name: f.name, Zone: f.zone, Address: f.address,
-		Driver: drv, Network: net, Logger: log})
+		Driver: p.driver, Network: p.network, Metadata: p.metadata, Logger: log})
 	if err != nil {
 		closeNet()
 		return nil, nil, err
