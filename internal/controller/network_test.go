@@ -159,13 +159,26 @@ func TestNodeReceivesGroupsAndMetadata(t *testing.T) {
 	if len(d.Groups) != 1 || len(d.Groups[0].Ingress) != 1 || d.Groups[0].Ingress[0].Groups[0] != d.Groups[0].ID || len(d.Peers) != 2 {
 		t.Fatalf("groups %+v peers %+v", d.Groups, d.Peers)
 	}
-	// A rule change shows up in the next incremental answer.
-	if _, err := c.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(d.Groups[0].ID),
-		IpPermissions: []types.IpPermission{{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(80), ToPort: aws.Int32(80),
-			IpRanges: []types.IpRange{{CidrIp: aws.String("0.0.0.0/0")}}}}}); err != nil {
+	// A rule change ends a node's long poll at once, and shows up in the
+	// incremental answer.
+	nc := nodeproto.NewClient(c.Ctrl.NodeURL(), c.Ctrl.NodeToken(), nil)
+	nc.SetNodeID(nodes[0].ID)
+	authErr := make(chan error, 1)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, err := c.EC2.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(d.Groups[0].ID),
+			IpPermissions: []types.IpPermission{{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(80), ToPort: aws.Int32(80),
+				IpRanges: []types.IpRange{{CidrIp: aws.String("0.0.0.0/0")}}}}})
+		authErr <- err
+	}()
+	start := time.Now()
+	d2, err := nc.Desired(ctx, d.Rev, 20*time.Second)
+	if err := <-authErr; err != nil {
 		t.Fatal(err)
 	}
-	d2, err := svc.NodeDesired(ctx, nodes[0].ID, d.Rev)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the long poll ended %v after the rule change", took)
+	}
 	if err != nil || len(d2.Groups) != 1 || len(d2.Groups[0].Ingress) != 2 || len(d2.Instances) != 0 {
 		t.Fatalf("after authorize: %+v %v", d2, err)
 	}

@@ -121,7 +121,7 @@ func (n *nodeServer) desired(w http.ResponseWriter, r *http.Request) {
 			n.fail(w, r, err)
 			return
 		}
-		if d.Full || len(d.Instances) > 0 || wait == 0 {
+		if d.Changed() || wait == 0 {
 			reply(w, d)
 			return
 		}

@@ -197,6 +197,12 @@ type Desired struct {
 	Forwards []Forward `json:"forwards"`
 }
 
+// Changed reports whether the answer brings anything new to a node that is
+// up to date with the revision it asked from.
+func (d Desired) Changed() bool {
+	return d.Full || len(d.Instances) > 0 || len(d.Groups) > 0 || len(d.Peers) > 0
+}
+
 // Peer is an instance as other instances' rules see it.
 type Peer struct {
 	ID     string   `json:"id"`
