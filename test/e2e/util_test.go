@@ -36,3 +36,5 @@ func writeTemp(t testing.TB, content string) string {
 	}
 	return p
 }
+
+func encode64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
