@@ -23,6 +23,8 @@ type VPC struct {
 	AccountID string
 	CIDR      string
 	Default   bool
+	VNI       int    // VXLAN identifier of the overlay
+	Uplink    string // bridged mode: existing host bridge or interface
 	Created   time.Time
 	Tags      []Tag
 }
@@ -35,8 +37,15 @@ type Subnet struct {
 	Zone      string
 	CIDR      string
 	Default   bool
-	Created   time.Time
-	Tags      []Tag
+	// Gateway overrides the router address (bridged networks use the LAN's
+	// router); empty means the subnet's first host address.
+	Gateway string
+	// RangeFirst and RangeLast bound the addresses handed out (bridged
+	// networks share the LAN); empty means the whole subnet.
+	RangeFirst string
+	RangeLast  string
+	Created    time.Time
+	Tags       []Tag
 }
 
 // SecurityGroup is a named set of rules instances belong to.

@@ -384,6 +384,9 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 	case i.State == model.StateShuttingDown && o.State == nodeproto.ObsAbsent:
 		setState(&i, model.StateTerminated, now, i.StateReason)
 		i.PrivateIP = ""
+		if err := disassociateInstance(tx, i.ID); err != nil {
+			return res, err
+		}
 		// Peers on other nodes learn the address is gone.
 		if i.Rev, err = tx.NextRev(); err != nil {
 			return res, err

@@ -58,6 +58,10 @@ type Config struct {
 	NodeDownAfter time.Duration
 	// MaxInstances is the per-account instance limit reported to clients.
 	MaxInstances int
+	// PublicPools are the ranges elastic IPs are allocated from.
+	PublicPools []netip.Prefix
+	// MaxAddresses is the per-account elastic IP limit.
+	MaxAddresses int
 }
 
 // DefaultConfig returns the configuration of a fresh all-in-one cloud.
@@ -75,6 +79,7 @@ func DefaultConfig() Config {
 		StopGrace:     30 * time.Second,
 		NodeDownAfter: 10 * time.Second,
 		MaxInstances:  1000,
+		MaxAddresses:  5,
 	}
 }
 

@@ -100,6 +100,27 @@ type Tx interface {
 	GetBlob(sha256 string) (model.BlobRef, error)
 
 	NetworkTx
+	AddressTx
+}
+
+// AddressTx reads and writes elastic IPs and port forwards.
+type AddressTx interface {
+	InsertAddress(a model.Address) error
+	UpdateAddress(a model.Address) error
+	DeleteAddress(id string) error
+	GetAddress(id string) (model.Address, error)
+	GetAddressByIP(publicIP string) (model.Address, error)
+	// ListAddresses returns an account's addresses (every address when
+	// accountID is empty).
+	ListAddresses(accountID string) ([]model.Address, error)
+	// InstanceAddresses returns the addresses associated with instances.
+	InstanceAddresses(instanceIDs []string) (map[string]model.Address, error)
+
+	InsertForward(f model.Forward) error
+	DeleteForward(id string) error
+	GetForward(id string) (model.Forward, error)
+	ListForwards(accountID string) ([]model.Forward, error)
+	NodeForwards(nodeID string) ([]model.Forward, error)
 }
 
 // NetworkTx reads and writes VPCs, subnets and security groups.

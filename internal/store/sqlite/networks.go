@@ -8,8 +8,13 @@ import (
 )
 
 func (t *tx) InsertVPC(v model.VPC) error {
-	_, err := t.exec(`INSERT INTO vpcs (id, account_id, cidr, is_default, created) VALUES (?, ?, ?, ?, ?)`,
-		v.ID, v.AccountID, v.CIDR, v.Default, ms(v.Created))
+	if v.VNI == 0 {
+		if err := t.row(`SELECT COALESCE(MAX(vni), 0) + 1 FROM vpcs`).Scan(&v.VNI); err != nil {
+			return err
+		}
+	}
+	_, err := t.exec(`INSERT INTO vpcs (id, account_id, cidr, is_default, vni, uplink, created) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.AccountID, v.CIDR, v.Default, v.VNI, v.Uplink, ms(v.Created))
 	if isUnique(err) {
 		return model.Errorf(model.KindDuplicate, model.ResVPC, v.ID, "VPC %s already exists", v.ID)
 	}
@@ -19,18 +24,20 @@ func (t *tx) InsertVPC(v model.VPC) error {
 func scanVPC(sc interface{ Scan(...any) error }) (model.VPC, error) {
 	var v model.VPC
 	var created int64
-	err := sc.Scan(&v.ID, &v.AccountID, &v.CIDR, &v.Default, &created)
+	err := sc.Scan(&v.ID, &v.AccountID, &v.CIDR, &v.Default, &v.VNI, &v.Uplink, &created)
 	v.Created = fromMS(created)
 	return v, err
 }
 
+const vpcCols = `id, account_id, cidr, is_default, vni, uplink, created`
+
 func (t *tx) GetVPC(id string) (model.VPC, error) {
-	v, err := scanVPC(t.row(`SELECT id, account_id, cidr, is_default, created FROM vpcs WHERE id = ?`, id))
+	v, err := scanVPC(t.row(`SELECT `+vpcCols+` FROM vpcs WHERE id = ?`, id))
 	return v, notFound(err, model.ResVPC, id)
 }
 
 func (t *tx) ListVPCs(accountID string) ([]model.VPC, error) {
-	rows, err := t.query(`SELECT id, account_id, cidr, is_default, created FROM vpcs WHERE account_id = ? ORDER BY id`, accountID)
+	rows, err := t.query(`SELECT `+vpcCols+` FROM vpcs WHERE account_id = ? ORDER BY id`, accountID)
 	if err != nil {
 		return nil, fmt.Errorf("list vpcs: %w", err)
 	}
@@ -47,20 +54,20 @@ func (t *tx) ListVPCs(accountID string) ([]model.VPC, error) {
 }
 
 func (t *tx) InsertSubnet(s model.Subnet) error {
-	_, err := t.exec(`INSERT INTO subnets (id, vpc_id, account_id, zone, cidr, is_default, created) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		s.ID, s.VPCID, s.AccountID, s.Zone, s.CIDR, s.Default, ms(s.Created))
+	_, err := t.exec(`INSERT INTO subnets (`+subnetCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.VPCID, s.AccountID, s.Zone, s.CIDR, s.Default, s.Gateway, s.RangeFirst, s.RangeLast, ms(s.Created))
 	if isUnique(err) {
 		return model.Errorf(model.KindDuplicate, model.ResSubnet, s.ID, "subnet %s already exists", s.ID)
 	}
 	return err
 }
 
-const subnetCols = `id, vpc_id, account_id, zone, cidr, is_default, created`
+const subnetCols = `id, vpc_id, account_id, zone, cidr, is_default, gateway, range_first, range_last, created`
 
 func scanSubnet(sc interface{ Scan(...any) error }) (model.Subnet, error) {
 	var s model.Subnet
 	var created int64
-	err := sc.Scan(&s.ID, &s.VPCID, &s.AccountID, &s.Zone, &s.CIDR, &s.Default, &created)
+	err := sc.Scan(&s.ID, &s.VPCID, &s.AccountID, &s.Zone, &s.CIDR, &s.Default, &s.Gateway, &s.RangeFirst, &s.RangeLast, &created)
 	s.Created = fromMS(created)
 	return s, err
 }
