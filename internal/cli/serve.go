@@ -72,7 +72,7 @@ func (f *controllerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.zones, "zones", nil, "availability zones (default: <region>a)")
 	cmd.Flags().StringVar(&f.instanceTypes, "instance-types", "", "JSON file with the instance type table ([{\"name\",\"vcpus\",\"memory_mib\",\"disk_gib\"}])")
 	cmd.Flags().StringVar(&f.vpcCIDR, "vpc-cidr", "172.31.0.0/16", "address range of default networks")
-	cmd.Flags().IntVar(&f.mtu, "mtu", 1500, "MTU of instance networks")
+	cmd.Flags().IntVar(&f.mtu, "mtu", 1450, "MTU instances get by DHCP: the underlay MTU minus 50 for VXLAN")
 	def := service.DefaultConfig().Overcommit
 	cmd.Flags().Float64Var(&f.overcommit.CPU, "overcommit-cpu", def.CPU, "vCPUs placed per host CPU")
 	cmd.Flags().Float64Var(&f.overcommit.Memory, "overcommit-memory", def.Memory, "memory placed per MiB of host memory")

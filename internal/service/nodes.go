@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -98,7 +99,14 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 			return err
 		}
 		dc := &desiredCache{images: map[string]model.Image{}, subnets: map[string]model.Subnet{}, vpcs: map[string]model.VPC{},
-			keys: map[string]string{}, groupNames: map[string]string{}}
+			keys: map[string]string{}, groupNames: map[string]string{}, nodeAddrs: map[string]string{}}
+		ids := make([]string, len(insts))
+		for k, i := range insts {
+			ids[k] = i.ID
+		}
+		if dc.addrs, err = tx.InstanceAddresses(ids); err != nil {
+			return err
+		}
 		for _, i := range insts {
 			di, err := s.desiredInstance(tx, i, dc)
 			if err != nil {
@@ -106,13 +114,25 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 			}
 			d.Instances = append(d.Instances, di)
 		}
-		return s.desiredNetwork(tx, nodeID, since, &d)
+		if err := s.desiredNetwork(tx, nodeID, since, &d, dc); err != nil {
+			return err
+		}
+		fw, err := tx.NodeForwards(nodeID)
+		if err != nil {
+			return err
+		}
+		d.Forwards = make([]nodeproto.Forward, 0, len(fw))
+		for _, f := range fw {
+			d.Forwards = append(d.Forwards, nodeproto.Forward{ID: f.ID, Protocol: f.Protocol, ListenIP: f.ListenIP,
+				ListenPort: f.ListenPort, TargetIP: f.TargetIP, TargetPort: f.TargetPort})
+		}
+		return nil
 	})
 	return d, err
 }
 
 // desiredNetwork adds the groups and peers a node needs.
-func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nodeproto.Desired) error {
+func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nodeproto.Desired, dc *desiredCache) error {
 	groupIDs, err := tx.NodeGroups(nodeID)
 	if err != nil {
 		return err
@@ -172,10 +192,55 @@ func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nod
 		return err
 	}
 	for _, p := range peers {
-		d.Peers = append(d.Peers, nodeproto.Peer{ID: p.ID, VPCID: p.VPCID, IP: p.PrivateIP, MAC: p.MAC,
-			Groups: pg[p.ID], Gone: p.State == model.StateTerminated || p.PrivateIP == ""})
+		peer := nodeproto.Peer{ID: p.ID, VPCID: p.VPCID, IP: p.PrivateIP, MAC: p.MAC,
+			Groups: pg[p.ID], Gone: p.State == model.StateTerminated || p.PrivateIP == ""}
+		if peer.Node, err = dc.nodeAddress(tx, p.NodeID); err != nil {
+			return err
+		}
+		v, err := dc.vpc(tx, p.VPCID)
+		if err != nil {
+			return err
+		}
+		peer.VNI = v.VNI
+		d.Peers = append(d.Peers, peer)
 	}
 	return nil
+}
+
+// nodeAddress returns the underlay address of a node ("" for none).
+func (dc *desiredCache) nodeAddress(tx store.Tx, nodeID string) (string, error) {
+	if nodeID == "" {
+		return "", nil
+	}
+	a, ok := dc.nodeAddrs[nodeID]
+	if !ok {
+		n, err := tx.GetNode(nodeID)
+		if err != nil && model.KindOf(err) != model.KindNotFound {
+			return "", err
+		}
+		a = n.Address
+		dc.nodeAddrs[nodeID] = a
+	}
+	return a, nil
+}
+
+func (dc *desiredCache) vpc(tx store.Tx, id string) (model.VPC, error) {
+	v, ok := dc.vpcs[id]
+	if !ok {
+		var err error
+		if v, err = tx.GetVPC(id); err != nil {
+			return v, err
+		}
+		dc.vpcs[id] = v
+	}
+	return v, nil
+}
+
+// GatewayMAC is the MAC of a network's gateway on every node: locally
+// administered, unicast, derived from the VPC ID.
+func GatewayMAC(vpcID string) string {
+	h := sha256.Sum256([]byte("gateway/" + vpcID))
+	return fmt.Sprintf("06:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
 }
 
 // desiredCache memoises lookups while building one desired-state answer.
@@ -185,6 +250,8 @@ type desiredCache struct {
 	vpcs       map[string]model.VPC
 	keys       map[string]string // account/name -> OpenSSH key
 	groupNames map[string]string
+	nodeAddrs  map[string]string        // node ID -> underlay address
+	addrs      map[string]model.Address // instance ID -> elastic IP
 }
 
 func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCache) (nodeproto.DesiredInstance, error) {
@@ -212,25 +279,28 @@ func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCach
 		}
 		dc.subnets[i.SubnetID] = sn
 	}
-	v, ok := dc.vpcs[i.VPCID]
-	if !ok {
-		var err error
-		if v, err = tx.GetVPC(i.VPCID); err != nil {
-			return di, fmt.Errorf("instance %s: vpc %s: %w", i.ID, i.VPCID, err)
-		}
-		dc.vpcs[i.VPCID] = v
+	v, err := dc.vpc(tx, i.VPCID)
+	if err != nil {
+		return di, fmt.Errorf("instance %s: vpc %s: %w", i.ID, i.VPCID, err)
 	}
 	prefix := netip.MustParsePrefix(sn.CIDR)
 	gw := gateway(prefix)
+	if a, err := netip.ParseAddr(sn.Gateway); err == nil {
+		gw = a
+	}
 	di.Network = nodeproto.Network{
-		VPCID:     i.VPCID,
-		Bridge:    BridgeName(i.VPCID),
-		Gateway:   fmt.Sprintf("%s/%d", gw, prefix.Bits()),
-		MTU:       s.cfg.MTU,
-		DNS:       gw.String(),
-		PrivateIP: i.PrivateIP,
-		MAC:       i.MAC,
-		Groups:    i.Groups,
+		VPCID:      i.VPCID,
+		Bridge:     BridgeName(i.VPCID),
+		Gateway:    fmt.Sprintf("%s/%d", gw, prefix.Bits()),
+		MTU:        s.cfg.MTU,
+		DNS:        gw.String(),
+		PrivateIP:  i.PrivateIP,
+		MAC:        i.MAC,
+		Groups:     i.Groups,
+		VNI:        v.VNI,
+		GatewayMAC: GatewayMAC(i.VPCID),
+		Uplink:     v.Uplink,
+		PublicIP:   dc.addrs[i.ID].PublicIP,
 	}
 	md, err := s.metadataDoc(tx, i, sn, v, dc)
 	if err != nil {
@@ -249,7 +319,7 @@ func (s *Service) metadataDoc(tx store.Tx, i model.Instance, sn model.Subnet, v 
 		InstanceType: i.InstanceType, ReservationID: i.ReservationID, LaunchIndex: i.LaunchIndex, LaunchTime: i.LaunchTime,
 		Hostname: PrivateDNSName(i.PrivateIP), LocalIPv4: i.PrivateIP, MAC: i.MAC, VPCID: i.VPCID, VPCCIDR: v.CIDR,
 		SubnetID: i.SubnetID, SubnetCIDR: sn.CIDR, InterfaceID: derivedID(model.PrefixENI, i.ID), GroupIDs: i.Groups,
-		UserData: i.UserData,
+		UserData: i.UserData, PublicIPv4: dc.addrs[i.ID].PublicIP,
 	}
 	for _, g := range i.Groups {
 		name, ok := dc.groupNames[g]

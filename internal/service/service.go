@@ -49,7 +49,9 @@ type Config struct {
 	// VPCCIDR is the default network; zone k gets subnet k of size SubnetBits.
 	VPCCIDR    netip.Prefix
 	SubnetBits int
-	MTU        int
+	// MTU is what instances get by DHCP: the underlay MTU minus the 50
+	// bytes of VXLAN encapsulation.
+	MTU int
 	// TerminatedTTL is how long terminated instances stay visible.
 	TerminatedTTL time.Duration
 	// StopGrace is how long a graceful stop may take on the node.
@@ -74,7 +76,7 @@ func DefaultConfig() Config {
 		Overcommit:    Overcommit{CPU: 16, Memory: 1.5, Disk: 1},
 		VPCCIDR:       netip.MustParsePrefix("172.31.0.0/16"),
 		SubnetBits:    20,
-		MTU:           1500,
+		MTU:           1450,
 		TerminatedTTL: time.Hour,
 		StopGrace:     30 * time.Second,
 		NodeDownAfter: 10 * time.Second,
