@@ -39,9 +39,17 @@ type bdmXML struct {
 }
 
 type privateIPXML struct {
-	PrivateIPAddress string `xml:"privateIpAddress"`
-	PrivateDNSName   string `xml:"privateDnsName"`
-	Primary          bool   `xml:"primary"`
+	PrivateIPAddress string       `xml:"privateIpAddress"`
+	PrivateDNSName   string       `xml:"privateDnsName"`
+	Primary          bool         `xml:"primary"`
+	Association      *eniAssocXML `xml:"association,omitempty"`
+}
+
+// eniAssocXML is the elastic IP associated with an interface address.
+type eniAssocXML struct {
+	PublicIP      string `xml:"publicIp"`
+	PublicDNSName string `xml:"publicDnsName"`
+	IPOwnerID     string `xml:"ipOwnerId"`
 }
 
 type attachmentXML struct {
@@ -66,6 +74,7 @@ type eniXML struct {
 	SourceDestCheck    bool               `xml:"sourceDestCheck"`
 	GroupSet           List[groupXML]     `xml:"groupSet"`
 	Attachment         attachmentXML      `xml:"attachment"`
+	Association        *eniAssocXML       `xml:"association,omitempty"`
 	PrivateIPs         List[privateIPXML] `xml:"privateIpAddressesSet"`
 	IPv6Addresses      List[struct{}]     `xml:"ipv6AddressesSet"`
 	InterfaceType      string             `xml:"interfaceType"`
@@ -188,6 +197,12 @@ func toInstanceXML(i model.Instance, names map[string]string) instanceXML {
 			PrivateIPs:    List[privateIPXML]{{PrivateIPAddress: i.PrivateIP, PrivateDNSName: x.PrivateDNSName, Primary: true}},
 			IPv6Addresses: List[struct{}]{}, InterfaceType: "interface",
 		}}
+		if i.PublicIP != "" {
+			assoc := &eniAssocXML{PublicIP: i.PublicIP, IPOwnerID: i.AccountID}
+			x.IPAddress = i.PublicIP
+			x.NetworkInterfaceSet[0].Association = assoc
+			x.NetworkInterfaceSet[0].PrivateIPs[0].Association = assoc
+		}
 	}
 	return x
 }

@@ -61,6 +61,7 @@ func New(svc *service.Service, auth Authenticator, log *slog.Logger) *Handler {
 	h.registerCatalog()
 	h.registerGroups()
 	h.registerNetwork()
+	h.registerAddresses()
 	return h
 }
 

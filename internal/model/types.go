@@ -158,6 +158,7 @@ type Instance struct {
 	PrivateIP string
 	MAC       string
 	Groups    []string // security group IDs, in order
+	PublicIP  string   // the associated elastic IP (read from addresses, not stored)
 
 	Metadata              MetadataOptions
 	DisableAPITermination bool

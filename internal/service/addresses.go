@@ -195,7 +195,7 @@ func (s *Service) AssociateAddress(ctx context.Context, c Caller, ref AddressRef
 			return nil
 		}
 		if a.AssociationID != "" && !allowReassoc && ref.AllocationID != "" {
-			return model.Errorf(model.KindInUse, "association", a.ID,
+			return model.Errorf(model.KindInUse, model.ResAssociation, a.ID,
 				"The address %s is already associated with %s", a.PublicIP, a.InstanceID)
 		}
 		// The instance gives up any address it had; the address leaves its

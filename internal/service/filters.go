@@ -162,6 +162,9 @@ func pageIDs(ids []string, pg Page) (start, end int, next string, err error) {
 	return start, end, next, nil
 }
 
+// PageIDs is pageIDs for edges that page lists the service returns whole.
+func PageIDs(ids []string, pg Page) (start, end int, next string, err error) { return pageIDs(ids, pg) }
+
 // checkMaxResults validates MaxResults against EC2's bounds for an action.
 func checkMaxResults(pg Page, min, max int, withIDs bool) error {
 	if pg.MaxResults == 0 {

@@ -332,9 +332,14 @@ func (s *Service) decorate(tx store.Tx, accountID string, insts []model.Instance
 	if err != nil {
 		return err
 	}
+	addrs, err := tx.InstanceAddresses(ids)
+	if err != nil {
+		return err
+	}
 	for i := range insts {
 		insts[i].Tags = tags[insts[i].ID]
 		insts[i].Groups = groups[insts[i].ID]
+		insts[i].PublicIP = addrs[insts[i].ID].PublicIP
 	}
 	return nil
 }
@@ -346,6 +351,8 @@ func instanceFields(i *model.Instance) fieldFunc {
 			return []string{i.ID}, true
 		case "instance-state-name":
 			return []string{string(i.State)}, true
+		case "ip-address", "network-interface.addresses.association.public-ip":
+			return []string{i.PublicIP}, true
 		case "instance-state-code":
 			return []string{strconv.Itoa(i.State.Code())}, true
 		case "image-id":
