@@ -56,6 +56,7 @@ func New(svc *service.Service, st store.Store, blobs *image.Blobs, auth Authenti
 	for _, rt := range []route{
 		{"PUT " + Prefix + "blobs/{sha}", h.putBlob, false},
 		{"GET " + Prefix + "nodes", h.listNodes, true},
+		{"POST " + Prefix + "nodes/{name}/{action}", h.scheduleNode, true},
 	} {
 		h.mux.HandleFunc(rt.pattern, h.wrap(rt))
 	}
@@ -171,7 +172,7 @@ func (h *Handler) listNodes(r *http.Request, c service.Caller, _ string) (any, e
 	}
 	out := make([]NodeInfo, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, NodeInfo{ID: n.ID, Name: n.Name, Zone: n.Zone, State: n.State, Address: n.Address,
+		out = append(out, NodeInfo{ID: n.ID, Name: n.Name, Zone: n.Zone, State: n.Shown(), Address: n.Address,
 			Capacity: n.Capacity, Used: usage[n.ID], LastSeen: n.LastSeen, Version: n.Version})
 	}
 	return out, nil

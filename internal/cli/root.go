@@ -47,7 +47,7 @@ func newRootCmd() *cobra.Command {
 		newDoctorCmd(),
 		newUpCmd(),
 		newControllerCmd(),
-		newNodeCmd(),
+		withNodeAdmin(newNodeCmd()),
 		newImageCmd(),
 	)
 	return root

@@ -194,16 +194,31 @@ type Capacity struct {
 
 // Node is a host that runs a node agent.
 type Node struct {
-	ID       string
-	Name     string
-	Zone     string
-	Address  string
-	State    NodeState
+	ID      string
+	Name    string
+	Zone    string
+	Address string
+	State   NodeState // health: NodeReady or NodeDown
+	// Schedule is the operator's say: "" (schedulable), NodeCordoned (no
+	// new instances) or NodeDraining (no new instances; being emptied).
+	Schedule NodeState
 	Capacity Capacity
 	Version  string
 	LastSeen time.Time
 	Created  time.Time
 }
+
+// Shown is the state to show an operator: down wins, then the operator's
+// schedule, then ready.
+func (n Node) Shown() NodeState {
+	if n.State == NodeDown || n.Schedule == "" {
+		return n.State
+	}
+	return n.Schedule
+}
+
+// Schedulable reports whether new instances may be placed on the node.
+func (n Node) Schedulable() bool { return n.State == NodeReady && n.Schedule == "" }
 
 // Console is the latest serial console output of an instance.
 type Console struct {

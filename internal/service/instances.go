@@ -279,7 +279,7 @@ func (s *Service) place(tx store.Tx, in RunInput, typ model.InstanceType, diskGi
 		u := usage[n.ID]
 		cands = append(cands, &scheduler.Node{
 			ID: n.ID, Zone: n.Zone,
-			Ready:    n.State == model.NodeReady && now.Sub(n.LastSeen) < s.cfg.NodeDownAfter,
+			Ready:    n.Schedulable() && now.Sub(n.LastSeen) < s.cfg.NodeDownAfter,
 			Capacity: scheduler.Resources{VCPUs: n.Capacity.VCPUs, MemoryMiB: n.Capacity.MemoryMiB, DiskMiB: n.Capacity.DiskMiB},
 			Used:     scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskMiB: u.DiskMiB},
 		})

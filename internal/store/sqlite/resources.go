@@ -134,23 +134,23 @@ func (t *tx) DeleteKeyPair(accountID, id string) error {
 	return err
 }
 
-const nodeCols = `id, name, zone, address, state, vcpus, memory_mib, disk_mib, version, last_seen, created`
+const nodeCols = `id, name, zone, address, state, schedule, vcpus, memory_mib, disk_mib, version, last_seen, created`
 
 func scanNode(sc interface{ Scan(...any) error }) (model.Node, error) {
 	var n model.Node
 	var seen, created int64
-	err := sc.Scan(&n.ID, &n.Name, &n.Zone, &n.Address, &n.State, &n.Capacity.VCPUs,
+	err := sc.Scan(&n.ID, &n.Name, &n.Zone, &n.Address, &n.State, &n.Schedule, &n.Capacity.VCPUs,
 		&n.Capacity.MemoryMiB, &n.Capacity.DiskMiB, &n.Version, &seen, &created)
 	n.LastSeen, n.Created = fromMS(seen), fromMS(created)
 	return n, err
 }
 
 func (t *tx) UpsertNode(n model.Node) error {
-	_, err := t.exec(`INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?)
+	_, err := t.exec(`INSERT INTO nodes (`+nodeCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, zone = excluded.zone, address = excluded.address,
-		state = excluded.state, vcpus = excluded.vcpus, memory_mib = excluded.memory_mib,
+		state = excluded.state, schedule = excluded.schedule, vcpus = excluded.vcpus, memory_mib = excluded.memory_mib,
 		disk_mib = excluded.disk_mib, version = excluded.version, last_seen = excluded.last_seen`,
-		n.ID, n.Name, n.Zone, n.Address, n.State, n.Capacity.VCPUs, n.Capacity.MemoryMiB,
+		n.ID, n.Name, n.Zone, n.Address, n.State, n.Schedule, n.Capacity.VCPUs, n.Capacity.MemoryMiB,
 		n.Capacity.DiskMiB, n.Version, ms(n.LastSeen), ms(n.Created))
 	if isUnique(err) {
 		return model.Errorf(model.KindDuplicate, model.ResNode, n.Name, "a node named %q already exists", n.Name)
