@@ -37,6 +37,9 @@ type Network interface {
 	// SetGroups installs security group definitions; with full, groups not
 	// listed are removed.
 	SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error
+	// SetPeers hands over every live instance of the networks the node
+	// serves (the overlay's forwarding entries come from it). Idempotent.
+	SetPeers(ctx context.Context, peers []nodeproto.Peer) error
 }
 
 // Metadata is the node's instance metadata service.

@@ -92,12 +92,26 @@ func (n *netState) build() []nodeproto.SecurityGroup {
 	return out
 }
 
-// applyGroups hands the network the current groups.
+// peerList returns the peers sorted by instance ID.
+func (n *netState) peerList() []nodeproto.Peer {
+	out := make([]nodeproto.Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// applyGroups hands the network the current groups and peers.
 func (a *Agent) applyGroups(ctx context.Context, full bool) {
 	a.mu.Lock()
 	groups := a.net.build()
+	peers := a.net.peerList()
 	a.mu.Unlock()
 	if err := a.cfg.Network.SetGroups(ctx, groups, full); err != nil {
 		a.log.Error("apply security groups", "error", err)
+	}
+	if err := a.cfg.Network.SetPeers(ctx, peers); err != nil {
+		a.log.Error("apply overlay peers", "error", err)
 	}
 }

@@ -57,6 +57,9 @@ func New(svc *service.Service, st store.Store, blobs *image.Blobs, auth Authenti
 		{"PUT " + Prefix + "blobs/{sha}", h.putBlob, false},
 		{"GET " + Prefix + "nodes", h.listNodes, true},
 		{"POST " + Prefix + "nodes/{name}/{action}", h.scheduleNode, true},
+		{"POST " + Prefix + "forwards", h.createForward, true},
+		{"GET " + Prefix + "forwards", h.listForwards, true},
+		{"DELETE " + Prefix + "forwards/{id}", h.deleteForward, true},
 	} {
 		h.mux.HandleFunc(rt.pattern, h.wrap(rt))
 	}

@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(),
 		newControllerCmd(),
 		withNodeAdmin(newNodeCmd()),
+		newForwardCmd(),
 		newImageCmd(),
 	)
 	return root

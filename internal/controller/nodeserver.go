@@ -114,14 +114,16 @@ func (n *nodeServer) desired(w http.ResponseWriter, r *http.Request) {
 	wait = min(max(wait, 0), longPollMax)
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
-	for {
+	// A wake-up always answers: some changes (port forwards, which go as a
+	// whole list) carry no revision the answer could be compared by.
+	for woken := false; ; woken = true {
 		changed := n.hub.watch(id)
 		d, err := n.svc.NodeDesired(r.Context(), id, since)
 		if err != nil {
 			n.fail(w, r, err)
 			return
 		}
-		if d.Changed() || wait == 0 {
+		if d.Changed() || wait == 0 || woken {
 			reply(w, d)
 			return
 		}

@@ -44,9 +44,14 @@ func (h *Host) adopt() error {
 		h.nextMark = max(h.nextMark, p.mark&^MarkMask)
 	}
 	for _, p := range h.ports {
-		br, err := h.ensureBridge(p.bridge, p.gw, p.mtu)
+		br, err := h.ensureBridge(p.bridge, p.gw, p.mtu, nil)
 		if err != nil {
 			return fmt.Errorf("network: adopt bridge of %s: %w", p.id, err)
+		}
+		if br.vni == 0 {
+			if err := h.adoptOverlay(br); err != nil {
+				return fmt.Errorf("network: adopt overlay of %s: %w", p.bridge, err)
+			}
 		}
 		br.dhcp.setLease(p.mac.String(), lease{ip: p.ip, hostname: hostname(p.ip), dns: p.dns})
 		h.log.Info("port adopted", "instance", p.id, "device", p.dev, "mark", fmt.Sprintf("%#x", p.mark))

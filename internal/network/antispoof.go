@@ -39,6 +39,7 @@ func addSpoofBase(b *batch) {
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Lookup{SourceRegister: 1, SetName: mapPorts().Name, IsDestRegSet: true},
 	}, "")
+	addOverlayBase(b, pre)
 }
 
 func etherType(t uint16) []expr.Any {

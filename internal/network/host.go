@@ -41,6 +41,11 @@ type Host struct {
 	marks    map[uint32]string     // mark -> instance ID
 	nextMark uint32
 	nat      natRules
+
+	underlay    netip.Addr       // VXLAN source; invalid: no overlay
+	warnedLocal bool             // said once that there is no underlay
+	peers       []nodeproto.Peer // last SetPeers
+	peersKnown  bool             // SetPeers has been called
 }
 
 // port is one instance's attachment.
@@ -69,6 +74,8 @@ type bridgeNet struct {
 	name    string
 	gateway netip.Prefix
 	mtu     int
+	mac     net.HardwareAddr // the gateway's, the same on every node
+	vni     int              // overlay, 0 if none
 	dhcp    *dhcpServer
 }
 
@@ -78,7 +85,7 @@ type bridgeNet struct {
 // device and adopts the ports a previous agent left behind. The sysctls
 // are checked again every few seconds until Close; a change is logged as
 // an error and undone.
-func New(log *slog.Logger) (*Host, error) {
+func New(log *slog.Logger, opts ...Option) (*Host, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -99,6 +106,9 @@ func New(log *slog.Logger) (*Host, error) {
 	}
 	h := &Host{log: log, hostDNS: hostResolvers(), bridges: map[string]*bridgeNet{}, ports: map[string]*port{},
 		groups: map[string]groupState{}, marks: map[uint32]string{}, nat: natRules{}}
+	for _, o := range opts {
+		o(h)
+	}
 	if err := h.adopt(); err != nil {
 		h.closeDHCP()
 		return nil, err
@@ -145,6 +155,7 @@ type netConfig struct {
 	mtu    int
 	dns    []netip.Addr
 	groups []string
+	gwMAC  net.HardwareAddr
 }
 
 func parseNetwork(n nodeproto.Network) (netConfig, error) {
@@ -161,6 +172,9 @@ func parseNetwork(n nodeproto.Network) (netConfig, error) {
 	}
 	if c.mac, err = net.ParseMAC(n.MAC); err != nil || len(c.mac) != 6 || c.mac[0]&1 == 1 {
 		return c, fmt.Errorf("network: bad MAC %q", n.MAC)
+	}
+	if c.gwMAC, err = gatewayMAC(n); err != nil {
+		return c, err
 	}
 	c.mtu = n.MTU
 	if c.mtu == 0 {
@@ -199,11 +213,14 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	if other, ok := h.portByDev(dev); ok && other.id != id {
 		return nodeproto.Port{}, fmt.Errorf("network: device %s already belongs to %s", dev, other.id)
 	}
-	br, err := h.ensureBridge(n.Bridge, c.gw, c.mtu)
+	br, err := h.ensureBridge(n.Bridge, c.gw, c.mtu, c.gwMAC)
 	if err != nil {
 		return nodeproto.Port{}, err
 	}
 	u.Add(func() { h.removeBridgeIfUnused(n.Bridge) })
+	if err := h.ensureOverlay(br, n.VNI); err != nil {
+		return nodeproto.Port{}, err
+	}
 	dns := c.dns
 	if len(dns) == 0 {
 		dns = h.hostDNS
@@ -379,18 +396,19 @@ func hostResolvers() []netip.Addr {
 	return out
 }
 
-// ensureBridge creates (or adopts) a network's bridge, its gateway address,
-// NAT and DHCP server.
-func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int) (*bridgeNet, error) {
+// ensureBridge creates (or adopts) a network's bridge, its gateway address
+// and MAC (nil: keep the bridge's), NAT and DHCP server.
+func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int, mac net.HardwareAddr) (*bridgeNet, error) {
 	br := h.bridges[name]
-	if br != nil && br.gateway == gw && br.mtu == mtu {
+	if br != nil && br.gateway == gw && br.mtu == mtu && (mac == nil || mac.String() == br.mac.String()) {
 		return br, nil
 	}
 	var old netip.Prefix
 	if br != nil {
 		old = br.gateway
 	}
-	if err := ensureBridgeLink(name, gw, old, mtu); err != nil {
+	mac, err := ensureBridgeLink(name, gw, old, mtu, mac)
+	if err != nil {
 		return nil, err
 	}
 	h.nat[name] = gw.Masked()
@@ -405,7 +423,7 @@ func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int) (*bridgeNet, 
 		br = &bridgeNet{name: name, dhcp: srv}
 		h.bridges[name] = br
 	}
-	br.gateway, br.mtu = gw, mtu
+	br.gateway, br.mtu, br.mac = gw, mtu, mac
 	br.dhcp.setNetwork(gw, mtu)
 	h.log.Info("bridge ready", "bridge", name, "gateway", gw, "mtu", mtu)
 	return br, nil
@@ -424,6 +442,9 @@ func (h *Host) removeBridgeIfUnused(name string) {
 		return
 	}
 	br.dhcp.close()
+	if err := h.removeOverlay(br); err != nil {
+		h.log.Warn("remove overlay", "bridge", name, "error", err)
+	}
 	delete(h.bridges, name)
 	delete(h.nat, name)
 	if err := h.nat.apply(); err != nil {
@@ -469,8 +490,12 @@ func (h *Host) Purge(ctx context.Context) error {
 	}
 	for name, br := range h.bridges {
 		br.dhcp.close()
+		if br.vni != 0 {
+			errs = append(errs, deleteLink(VXLANName(br.vni)))
+		}
 		errs = append(errs, deleteLink(name))
 	}
+	h.peers, h.peersKnown = nil, false
 	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
 		map[uint32]string{}, map[string]groupState{}, natRules{}
 	errs = append(errs, deleteTables())

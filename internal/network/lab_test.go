@@ -24,7 +24,12 @@ import (
 // The integration tests run inside a namespace of their own that plays the
 // node (see TestMain); "instances", "outside" hosts and routers are further
 // namespaces joined to it by veth pairs.
-func TestMain(m *testing.M) { os.Exit(netns.RunInside(m, "nw")) }
+func TestMain(m *testing.M) {
+	if os.Getenv(envNodeHelper) != "" {
+		os.Exit(nodeHelperMain()) // a second node (overlay_test.go)
+	}
+	os.Exit(netns.RunInside(m, "nw"))
+}
 
 // lab is a node with its Host, for one test.
 type lab struct {
@@ -50,7 +55,7 @@ func (w *testLog) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func newLab(t testing.TB) *lab {
+func newLab(t testing.TB, opts ...Option) *lab {
 	t.Helper()
 	netns.RequireInside(t)
 	w := &testLog{t: t}
@@ -58,7 +63,7 @@ func newLab(t testing.TB) *lab {
 	if testing.Verbose() {
 		level = slog.LevelInfo
 	}
-	h, err := New(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
+	h, err := New(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +114,8 @@ type inst struct {
 type vnet struct {
 	bridge, gateway string
 	mtu             int
+	vni             int    // overlay (overlay_test.go)
+	gwMAC           string // the distributed gateway's MAC
 }
 
 var (
@@ -134,7 +141,7 @@ func (l *lab) instance(id string, v vnet, ip, mac string, configure bool, groups
 		ns.IP("route", "add", "default", "via", v.gw().Addr().String())
 	}
 	i := &inst{ns: ns, id: id, dev: dev, n: nodeproto.Network{VPCID: "vpc-" + v.bridge, Bridge: v.bridge,
-		Gateway: v.gateway, MTU: v.mtu, PrivateIP: ip, MAC: mac, Groups: groups}}
+		Gateway: v.gateway, MTU: v.mtu, PrivateIP: ip, MAC: mac, Groups: groups, VNI: v.vni, GatewayMAC: v.gwMAC}}
 	i.attach(l)
 	return i
 }

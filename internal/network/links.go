@@ -28,47 +28,53 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf)
 }
 
-// ensureBridgeLink creates the bridge if needed, sets its MAC, MTU and
-// gateway address (removing old, the previous gateway, if it changed), and
-// brings it up.
-func ensureBridgeLink(name string, gw, old netip.Prefix, mtu int) error {
-	mac := bridgeMAC(name)
+// ensureBridgeLink creates the bridge if needed, sets its MAC (nil: keep
+// the MAC of an existing bridge), MTU and gateway address (removing old,
+// the previous gateway, if it changed), and brings it up. It returns the
+// bridge's MAC.
+func ensureBridgeLink(name string, gw, old netip.Prefix, mtu int, mac net.HardwareAddr) (net.HardwareAddr, error) {
 	link, err := netlink.LinkByName(name)
+	if err == nil && mac == nil {
+		mac = link.Attrs().HardwareAddr
+	}
+	if mac == nil {
+		mac = bridgeMAC(name)
+	}
 	if err != nil {
 		if !isNotFound(err) {
-			return fmt.Errorf("network: look up bridge %s: %w", name, err)
+			return nil, fmt.Errorf("network: look up bridge %s: %w", name, err)
 		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, HardwareAddr: mac}}
 		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("network: create bridge %s: %w", name, err)
+			return nil, fmt.Errorf("network: create bridge %s: %w", name, err)
 		}
 		if link, err = netlink.LinkByName(name); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if link.Type() != "bridge" {
-		return fmt.Errorf("network: %s exists and is a %s, not a bridge", name, link.Type())
+		return nil, fmt.Errorf("network: %s exists and is a %s, not a bridge", name, link.Type())
 	}
 	if link.Attrs().HardwareAddr.String() != mac.String() {
 		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
-			return fmt.Errorf("network: set MAC of %s: %w", name, err)
+			return nil, fmt.Errorf("network: set MAC of %s: %w", name, err)
 		}
 	}
 	if link.Attrs().MTU != mtu {
 		if err := netlink.LinkSetMTU(link, mtu); err != nil {
-			return fmt.Errorf("network: set MTU of %s: %w", name, err)
+			return nil, fmt.Errorf("network: set MTU of %s: %w", name, err)
 		}
 	}
 	if old.IsValid() && old != gw {
 		_ = netlink.AddrDel(link, &netlink.Addr{IPNet: prefixNet(old)})
 	}
 	if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: prefixNet(gw)}); err != nil {
-		return fmt.Errorf("network: address %s on %s: %w", gw, name, err)
+		return nil, fmt.Errorf("network: address %s on %s: %w", gw, name, err)
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("network: bring up %s: %w", name, err)
+		return nil, fmt.Errorf("network: bring up %s: %w", name, err)
 	}
-	return nil
+	return mac, nil
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {

@@ -20,5 +20,8 @@ func (Noop) SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, ful
 	return nil
 }
 
+// SetPeers does nothing.
+func (Noop) SetPeers(ctx context.Context, peers []nodeproto.Peer) error { return nil }
+
 // Detach does nothing.
 func (Noop) Detach(ctx context.Context, id string) error { return nil }
