@@ -63,6 +63,8 @@ type controllerFlags struct {
 	vpcCIDR       string
 	mtu           int
 	overcommit    service.Overcommit
+	publicPools   []string
+	maxAddresses  int
 }
 
 func (f *controllerFlags) add(cmd *cobra.Command) {
@@ -73,6 +75,8 @@ func (f *controllerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.instanceTypes, "instance-types", "", "JSON file with the instance type table ([{\"name\",\"vcpus\",\"memory_mib\",\"disk_gib\"}])")
 	cmd.Flags().StringVar(&f.vpcCIDR, "vpc-cidr", "172.31.0.0/16", "address range of default networks")
 	cmd.Flags().IntVar(&f.mtu, "mtu", 1450, "MTU instances get by DHCP: the underlay MTU minus 50 for VXLAN")
+	cmd.Flags().StringSliceVar(&f.publicPools, "public-pool", nil, "IPv4 prefixes elastic IPs and forwards are allocated from (repeatable)")
+	cmd.Flags().IntVar(&f.maxAddresses, "max-addresses", service.DefaultConfig().MaxAddresses, "elastic IPs per account")
 	def := service.DefaultConfig().Overcommit
 	cmd.Flags().Float64Var(&f.overcommit.CPU, "overcommit-cpu", def.CPU, "vCPUs placed per host CPU")
 	cmd.Flags().Float64Var(&f.overcommit.Memory, "overcommit-memory", def.Memory, "memory placed per MiB of host memory")
@@ -111,6 +115,17 @@ func (f *controllerFlags) config(dataDir string, log *slog.Logger) (controller.C
 		return controller.Config{}, fmt.Errorf("overcommit ratios must be positive")
 	}
 	sc.Overcommit = f.overcommit
+	for _, s := range f.publicPools {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil || !p.Addr().Is4() {
+			return controller.Config{}, fmt.Errorf("--public-pool %q: want an IPv4 prefix such as 198.51.100.0/24", s)
+		}
+		sc.PublicPools = append(sc.PublicPools, p.Masked())
+	}
+	if f.maxAddresses < 0 {
+		return controller.Config{}, fmt.Errorf("--max-addresses must not be negative")
+	}
+	sc.MaxAddresses = f.maxAddresses
 	return controller.Config{DataDir: dataDir, Listen: f.listen, NodeListen: f.nodeListen, Service: sc, Logger: log}, nil
 }
 
