@@ -167,7 +167,13 @@ func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (nodeParts, error) 
 		if err != nil {
 			return nodeParts{}, err
 		}
-		n, err := network.New(log)
+		var opts []network.Option
+		if ul, err := network.UnderlayAddr(f.address); err == nil {
+			opts = append(opts, network.WithUnderlay(ul))
+		} else if f.address != "" {
+			log.Warn("--address is not an IP address: this node joins no overlay", "address", f.address)
+		}
+		n, err := network.New(log, opts...)
 		if err != nil {
 			return nodeParts{}, err
 		}
