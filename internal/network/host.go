@@ -41,6 +41,7 @@ type Host struct {
 	marks    map[uint32]string     // mark -> instance ID
 	nextMark uint32
 	nat      natRules
+	pub      publicState // elastic IPs and port forwards (eip.go)
 
 	underlay    netip.Addr       // VXLAN source; invalid: no overlay
 	warnedLocal bool             // said once that there is no underlay
@@ -110,6 +111,10 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 		o(h)
 	}
 	if err := h.adopt(); err != nil {
+		h.closeDHCP()
+		return nil, err
+	}
+	if err := h.adoptPublic(); err != nil {
 		h.closeDHCP()
 		return nil, err
 	}
@@ -288,6 +293,9 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	h.log.Info("port attached", "instance", id, "device", dev, "bridge", p.bridge, "ip", p.ip,
 		"mac", p.mac.String(), "mark", fmt.Sprintf("%#x", p.mark), "groups", p.groups)
 	h.cleanupGroups()
+	if err := h.setEIP(p, n.PublicIP, false); err != nil {
+		return nodeproto.Port{Tap: dev, Mark: p.mark}, err
+	}
 	return nodeproto.Port{Tap: dev, Mark: p.mark}, nil
 }
 
@@ -338,6 +346,9 @@ func (h *Host) Detach(ctx context.Context, id string) error {
 	}
 	delete(h.ports, id)
 	delete(h.marks, p.mark)
+	if err := h.dropEIP(id); err != nil {
+		h.log.Warn("remove elastic IP", "instance", id, "error", err)
+	}
 	h.removeBridgeIfUnused(p.bridge)
 	h.cleanupGroups()
 	h.log.Info("port detached", "instance", id, "device", p.dev)
@@ -498,6 +509,6 @@ func (h *Host) Purge(ctx context.Context) error {
 	h.peers, h.peersKnown = nil, false
 	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
 		map[uint32]string{}, map[string]groupState{}, natRules{}
-	errs = append(errs, deleteTables())
+	errs = append(errs, deleteTables(), h.purgePublic())
 	return errors.Join(errs...)
 }
