@@ -37,6 +37,9 @@ type Network interface {
 	// SetGroups installs security group definitions; with full, groups not
 	// listed are removed.
 	SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, full bool) error
+	// SetForwards replaces the node's port forwards with fs (the whole
+	// list). Idempotent.
+	SetForwards(ctx context.Context, fs []nodeproto.Forward) error
 	// SetPeers hands over every live instance of the networks the node
 	// serves (the overlay's forwarding entries come from it). Idempotent.
 	SetPeers(ctx context.Context, peers []nodeproto.Peer) error
@@ -77,6 +80,7 @@ type Agent struct {
 	insts  map[string]*instance
 	synced bool // a full desired state has been applied
 	net    *netState
+	fwd    fwdState // port forwards, touched by the poll loop only
 	// attached holds the instances whose port and metadata this agent
 	// process has set up.
 	attached sync.Map

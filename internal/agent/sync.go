@@ -72,6 +72,7 @@ func (a *Agent) apply(ctx context.Context, d nodeproto.Desired) (resync bool) {
 	if netChanged {
 		a.applyGroups(ctx, d.Full)
 	}
+	a.applyForwards(ctx, d.Forwards)
 	a.mu.Lock()
 	listed := map[string]bool{}
 	for _, di := range d.Instances {

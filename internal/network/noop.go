@@ -23,5 +23,8 @@ func (Noop) SetGroups(ctx context.Context, groups []nodeproto.SecurityGroup, ful
 // SetPeers does nothing.
 func (Noop) SetPeers(ctx context.Context, peers []nodeproto.Peer) error { return nil }
 
+// SetForwards does nothing.
+func (Noop) SetForwards(ctx context.Context, fs []nodeproto.Forward) error { return nil }
+
 // Detach does nothing.
 func (Noop) Detach(ctx context.Context, id string) error { return nil }
