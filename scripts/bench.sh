@@ -5,6 +5,9 @@
 #   boot: RunInstances -> CLIPPER-GUEST-READY with the qemu driver next to a
 #     bare qemu-system-x86_64 of the same guest (the ratio is Clipper's overhead);
 #   scheduler placements/s, SigV4 verification cost;
+#   security groups: nft apply time for 10 and 1,000 CIDR rules, and TCP
+#     throughput and connection rate between two instances on one node
+#     bridge with those rules, next to a bare Linux bridge;
 #   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
 # SKIP_DOCTOR=1 leaves out the doctor part (it takes ~8 minutes, mostly tracepath).
 set -euo pipefail
@@ -19,6 +22,11 @@ echo
 echo "== scheduler: 10,000 instances on 1,000 nodes through RunInstances (real store), and SigV4"
 go test -run '^$' -bench 'BenchmarkSchedule' -benchtime 1x ./internal/service/ | grep -E '^Benchmark'
 go test -run '^$' -bench 'BenchmarkVerify' ./internal/sigv4/ | grep -E '^Benchmark'
+echo
+echo "== security groups: SetGroups time; iperf3 and new connections/s between two namespace instances"
+echo "   (10 vs 1,000 CIDR rules, none matching but the last; vs a bare Linux bridge; median of 5)"
+go test -run '^$' -bench 'BenchmarkGroupApply' -benchtime 1s ./internal/network/ | grep -E '^(Benchmark|BUG)'
+go test -run '^$' -bench 'BenchmarkThroughput|BenchmarkConnRate' -benchtime 1x -timeout 10m ./internal/network/ | grep -E '^(Benchmark|BUG)'
 echo
 echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
 go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'
