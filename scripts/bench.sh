@@ -27,6 +27,8 @@ echo "== security groups: SetGroups time; iperf3 and new connections/s between t
 echo "   (10 vs 1,000 CIDR rules, none matching but the last; vs a bare Linux bridge; median of 5)"
 go test -run '^$' -bench 'BenchmarkGroupApply' -benchtime 1s ./internal/network/ | grep -E '^(Benchmark|BUG)'
 go test -run '^$' -bench 'BenchmarkThroughput|BenchmarkConnRate' -benchtime 1x -timeout 10m ./internal/network/ | grep -E '^(Benchmark|BUG)'
+echo "== overlay: iperf3 between namespace instances on two nodes over VXLAN vs the bare underlay (median of 3)"
+go test -run '^$' -bench 'BenchmarkOverlayThroughput' -benchtime 1x -timeout 5m ./internal/network/ | grep -E '^(Benchmark|BUG)'
 echo
 echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
 go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'
