@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/clipper-cloud/clipper/internal/testutil/netns"
+)
+
+// imdsProbe is user data that checks the metadata service from inside an
+// instance: IMDSv1 is refused, a 20 MB upload crosses a path whose MTU
+// shrinks behind the node (PMTU discovery needs the router's ICMP
+// "fragmentation needed" to reach the instance, which no group allows), and
+// then it reports whether the endpoint is open, each time that changes.
+const imdsProbe = `#!/bin/sh
+M=169.254.169.254
+if timeout 5 wget -q -O /dev/null http://$M/latest/meta-data/instance-id; then echo IMDSV1 allowed; else echo IMDSV1 refused; fi
+up() { printf 'POST / HTTP/1.0\r\nContent-Length: 20971520\r\n\r\n'; dd if=/dev/zero bs=1M count=20 2>/dev/null; }
+echo "XFER $(up | timeout 120 nc -w 30 198.51.100.2 9000 2>&1 | tail -n 1)"
+tok() { printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 2 $M 80 2>/dev/null | head -n 1 | grep -q ' 200 '; }
+(
+	last=
+	for i in $(seq 1 240); do
+		if tok; then s=open; else s=closed; fi
+		[ "$s" != "$last" ] && echo "IMDS-ENDPOINT $s" && last=$s
+		sleep 1
+	done
+) &
+`
+
+// spoofProbe is user data that pings the gateway with its own addresses,
+// with another IP, with another MAC, and with its own again.
+const spoofProbe = `#!/bin/sh
+GW=$(ip route | awk '/^default/ { print $3; exit }')
+IP=$(ip -4 addr show dev eth0 | awk '$1 == "inet" { print $2; exit }')
+LEN=${IP#*/}
+SPOOF=${GW%.*}.$(( ${GW##*.} + 200 ))
+MAC=$(cat /sys/class/net/eth0/address)
+p() { if ping -c 2 -W 2 $GW >/dev/null 2>&1; then echo "SPOOF-$1 pass"; else echo "SPOOF-$1 blocked"; fi; }
+readdr() { ip addr flush dev eth0; ip addr add $1 dev eth0; ip route add default via $GW 2>/dev/null; ip neigh flush dev eth0; }
+remac() { ip link set eth0 down; ip link set eth0 address $1; ip link set eth0 up; readdr $IP; }
+p own
+readdr $SPOOF/$LEN
+p ip
+readdr $IP
+p ip-restored
+remac 02:00:00:00:00:99
+p mac
+remac $MAC
+p mac-restored
+`
+
+// TestGuardrails checks what instances cannot break, with real VMs: IMDSv1
+// is refused when tokens are required and a disabled endpoint is closed
+// (and opens again), "fragmentation needed" reaches an instance whose groups
+// allow no ICMP, and an instance that changes its IP or MAC can no longer
+// send until it restores them.
+func TestGuardrails(t *testing.T) {
+	requireVMs(t)
+	c := StartCloud(t, "--mtu", "1500")
+	ctx := context.Background()
+	ami := c.ImportGuest(t, "guest")
+
+	// The node's uplink leads through a router whose route to the outside
+	// has an MTU of 1400; nothing clamps MSS on the way.
+	router, out := netns.New(t, "rtr"), netns.New(t, "out")
+	netns.Link(t, c.NS, "up0", router, "eth0")
+	netns.Link(t, router, "eth1", out, "eth0")
+	c.NS.Addr("up0", "192.0.2.1/24")
+	c.NS.IP("route", "add", "default", "via", "192.0.2.254")
+	router.Addr("eth0", "192.0.2.254/24")
+	router.Addr("eth1", "198.51.100.1/24")
+	router.IP("route", "replace", "198.51.100.0/24", "dev", "eth1", "mtu", "1400")
+	router.Forward()
+	out.Addr("eth0", "198.51.100.2/24")
+	out.IP("route", "add", "default", "via", "198.51.100.1")
+	received := make(chan int64, 1)
+	ln, err := out.Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		select {
+		case received <- n:
+		default:
+		}
+		fmt.Fprintf(w, "got %d", n)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	launch := func(userData string) string {
+		t.Helper()
+		out, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
+			MinCount: aws.Int32(1), MaxCount: aws.Int32(1), UserData: aws.String(encode64(userData))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.Instances[0].InstanceId)
+	}
+	g := launch(imdsProbe)
+	s := launch(spoofProbe)
+
+	con := c.WaitConsole(t, g, "XFER", 4*time.Minute)
+	if !strings.Contains(con, "IMDSV1 refused") {
+		t.Errorf("IMDSv1 was not refused with tokens required:\n%s", con)
+	}
+	if !strings.Contains(con, "XFER got 20971520") {
+		t.Errorf("the 20 MB upload through the 1400-byte route did not complete:\n%s", con)
+	}
+	c.WaitConsole(t, g, "IMDS-ENDPOINT open", time.Minute)
+	setEndpoint := func(state types.InstanceMetadataEndpointState) {
+		t.Helper()
+		if _, err := c.EC2.ModifyInstanceMetadataOptions(ctx, &ec2.ModifyInstanceMetadataOptionsInput{InstanceId: aws.String(g),
+			HttpEndpoint: state}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setEndpoint(types.InstanceMetadataEndpointStateDisabled)
+	c.WaitConsole(t, g, "IMDS-ENDPOINT closed", 30*time.Second)
+	setEndpoint(types.InstanceMetadataEndpointStateEnabled)
+	c.waitCount(t, g, "IMDS-ENDPOINT open", 2, 30*time.Second)
+
+	spoof := c.WaitConsole(t, s, "SPOOF-mac-restored", 3*time.Minute)
+	for _, want := range []string{"SPOOF-own pass", "SPOOF-ip blocked", "SPOOF-ip-restored pass", "SPOOF-mac blocked", "SPOOF-mac-restored pass"} {
+		if !strings.Contains(spoof, want) {
+			t.Errorf("want %q on the console:\n%s", want, spoof)
+		}
+	}
+}
+
+// waitCount waits until an instance's console holds want at least n times.
+func (c *Cloud) waitCount(t *testing.T, id, want string, n int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		con := c.WaitConsole(t, id, want, time.Until(deadline))
+		if strings.Count(con, want) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q seen fewer than %d times; console:\n%s", id, want, n, con)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
