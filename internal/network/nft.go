@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -210,8 +212,30 @@ type batch struct {
 	err error
 }
 
+// nlBuffer is the netlink socket buffer size of a batch, both ways: a
+// transaction of a thousand rules is hundreds of KB out and as many
+// acknowledgements back, past the kernel's 208 KB default.
+const nlBuffer = 16 << 20
+
+// bigBuffers raises a netlink socket's buffers to nlBuffer, past the
+// rmem_max/wmem_max limits where it may (root), else as far as they allow.
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err == nil {
+		var serr error
+		err = raw.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, nlBuffer),
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, nlBuffer))
+		})
+		if err == nil && serr == nil {
+			return nil
+		}
+	}
+	return errors.Join(c.SetReadBuffer(nlBuffer), c.SetWriteBuffer(nlBuffer))
+}
+
 func newBatch() (*batch, error) {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return nil, fmt.Errorf("network: nftables: %w", err)
 	}
