@@ -29,6 +29,8 @@ go test -run '^$' -bench 'BenchmarkGroupApply' -benchtime 1s ./internal/network/
 go test -run '^$' -bench 'BenchmarkThroughput|BenchmarkConnRate' -benchtime 1x -timeout 10m ./internal/network/ | grep -E '^(Benchmark|BUG)'
 echo "== overlay: iperf3 between namespace instances on two nodes over VXLAN vs the bare underlay (median of 3)"
 go test -run '^$' -bench 'BenchmarkOverlayThroughput' -benchtime 1x -timeout 5m ./internal/network/ | grep -E '^(Benchmark|BUG)'
+echo "== elastic IP move: Attach with the new PublicIP -> first TCP connect from outside reaches the new instance (20 moves)"
+go test -run '^$' -bench 'BenchmarkEIPMove' -benchtime 20x ./internal/network/ | grep -E '^(Benchmark|BUG)'
 echo
 echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
 go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'

@@ -65,6 +65,7 @@ type publicState struct {
 	forwards []fwdEntry            // sorted by ID
 	addrs    map[netip.Addr]string // addresses Clipper put on an uplink -> device
 	stale    bool                  // the last apply failed: the next one must not be skipped
+	declared bool                  // the table and its chains exist
 }
 
 // SetUplink names the device that faces the network public addresses and
@@ -157,22 +158,81 @@ func (h *Host) dropEIP(id string) error {
 // announce (their instance changed). Called with h.mu held.
 func (h *Host) applyPublic(announce []netip.Addr) (err error) {
 	defer func() { h.pub.stale = err != nil }()
-	b, err := newBatch()
+	next, err := h.writePublic(!h.pub.declared)
+	if err != nil && h.pub.declared {
+		// Someone deleted the table: declare it again.
+		next, err = h.writePublic(true)
+	}
 	if err != nil {
 		return err
 	}
+	h.pub.declared = true
+
+	// Rules first: an address is announced only once it is translated.
+	var errs []error
+	for a, d := range h.pub.addrs {
+		if next[a] != d {
+			if err := delUplinkAddr(d, a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, a := range sortedAddrs(next) {
+		d := next[a]
+		if h.pub.addrs[a] != d {
+			if err := addUplinkAddr(d, a); err != nil {
+				errs = append(errs, err)
+				delete(next, a)
+				continue
+			}
+			announce = append(announce, a)
+		}
+	}
+	h.pub.addrs = next
+	for _, a := range announce {
+		d, ok := next[a]
+		if !ok {
+			continue // not ours to announce (already local, or no uplink)
+		}
+		if err := sendGARP(d, a); err != nil {
+			errs = append(errs, err)
+		} else {
+			h.log.Info("gratuitous ARP sent", "address", a, "device", d)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writePublic rewrites the public table's rules in one transaction and
+// returns the uplink addresses they guard. Declaring the table and its
+// chains makes a transaction take milliseconds longer (the kernel waits
+// for its readers), so it happens only when declare is set; otherwise
+// only rules change.
+func (h *Host) writePublic(declare bool) (map[netip.Addr]string, error) {
+	b, err := newBatch()
+	if err != nil {
+		return nil, err
+	}
 	c := b.c
-	c.AddTable(publicTable)
-	c.FlushTable(publicTable)
 	natChain := func(name string, hook *nftables.ChainHook, prio nftables.ChainPriority) *nftables.Chain {
-		return c.AddChain(&nftables.Chain{Name: name, Table: publicTable, Type: nftables.ChainTypeNAT,
-			Hooknum: hook, Priority: nftables.ChainPriorityRef(prio)})
+		return &nftables.Chain{Name: name, Table: publicTable, Type: nftables.ChainTypeNAT,
+			Hooknum: hook, Priority: nftables.ChainPriorityRef(prio)}
 	}
 	pre := natChain("prerouting", nftables.ChainHookPrerouting, *nftables.ChainPriorityNATDest)
 	out := natChain("output", nftables.ChainHookOutput, *nftables.ChainPriorityNATDest)
 	post := natChain("postrouting", nftables.ChainHookPostrouting, *nftables.ChainPriorityNATSource-10)
-	input := c.AddChain(baseChain(publicTable, "input", nftables.ChainHookInput, *nftables.ChainPriorityFilter))
-	state := b.regularChain(publicTable, "state")
+	input := baseChain(publicTable, "input", nftables.ChainHookInput, *nftables.ChainPriorityFilter)
+	state := &nftables.Chain{Name: "state", Table: publicTable}
+	chains := []*nftables.Chain{pre, out, post, input, state}
+	if declare {
+		c.AddTable(publicTable)
+		for _, ch := range chains {
+			c.AddChain(ch)
+		}
+	}
+	for _, ch := range chains {
+		c.FlushChain(ch)
+	}
 
 	ids := make([]string, 0, len(h.pub.eips))
 	for id := range h.pub.eips {
@@ -230,42 +290,9 @@ func (h *Host) applyPublic(announce []netip.Addr) (err error) {
 		b.rule(publicTable, state, []expr.Any{&expr.Counter{}}, fmt.Sprintf("%saddr ip=%s dev=%s", commentPrefix, a, next[a]))
 	}
 	if err := b.commit("apply elastic IPs and forwards"); err != nil {
-		return err
+		return nil, err
 	}
-
-	// Rules first: an address is announced only once it is translated.
-	var errs []error
-	for a, d := range h.pub.addrs {
-		if next[a] != d {
-			if err := delUplinkAddr(d, a); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	for _, a := range sortedAddrs(next) {
-		d := next[a]
-		if h.pub.addrs[a] != d {
-			if err := addUplinkAddr(d, a); err != nil {
-				errs = append(errs, err)
-				delete(next, a)
-				continue
-			}
-			announce = append(announce, a)
-		}
-	}
-	h.pub.addrs = next
-	for _, a := range announce {
-		d, ok := next[a]
-		if !ok {
-			continue // not ours to announce (already local, or no uplink)
-		}
-		if err := sendGARP(d, a); err != nil {
-			errs = append(errs, err)
-		} else {
-			h.log.Info("gratuitous ARP sent", "address", a, "device", d)
-		}
-	}
-	return errors.Join(errs...)
+	return next, nil
 }
 
 // wantAddrs lists every public and listen address, sorted and unique.
@@ -388,7 +415,9 @@ func sendGARP(dev string, a netip.Addr) error {
 	if err != nil {
 		return fmt.Errorf("network: gratuitous ARP: %w", err)
 	}
-	defer unix.Close(fd)
+	// Closing a packet socket waits for an RCU grace period (tens of
+	// milliseconds): the announcement need not wait for it.
+	defer func() { go unix.Close(fd) }()
 	to := &unix.SockaddrLinklayer{Protocol: proto, Ifindex: link.Attrs().Index, Halen: 6,
 		Addr: [8]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
 	for _, op := range []uint16{1, 2} {

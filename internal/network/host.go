@@ -64,6 +64,13 @@ type port struct {
 	dns    []netip.Addr
 }
 
+// sameRules reports whether o (nil: no port yet) has the rules p needs.
+func (p *port) sameRules(o *port) bool {
+	return o != nil && o.id == p.id && o.dev == p.dev && o.owned == p.owned && o.bridge == p.bridge &&
+		o.ip == p.ip && o.mac.String() == p.mac.String() && o.mark == p.mark && slices.Equal(o.groups, p.groups) &&
+		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns)
+}
+
 // groupState is what the node keeps of a defined group.
 type groupState struct {
 	fingerprint string
@@ -245,24 +252,28 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	}
 
 	// Rules first, device second: a device never carries traffic that
-	// its rules do not see.
-	b, err := newBatch()
-	if err != nil {
-		return nodeproto.Port{}, err
-	}
-	if old != nil {
-		if old.dev != p.dev {
-			delSpoofPort(b, old)
+	// its rules do not see. Rules that would not change are not
+	// rewritten (a transaction that declares chains takes milliseconds:
+	// moving an elastic IP should not wait for it).
+	if !p.sameRules(old) {
+		b, err := newBatch()
+		if err != nil {
+			return nodeproto.Port{}, err
 		}
-		if old.bridge != p.bridge || old.ip != p.ip {
-			delInstance(b, old)
+		if old != nil {
+			if old.dev != p.dev {
+				delSpoofPort(b, old)
+			}
+			if old.bridge != p.bridge || old.ip != p.ip {
+				delInstance(b, old)
+			}
 		}
-	}
-	addBridgeElems(b, p.bridge)
-	addSpoofPort(b, p)
-	addInstance(b, p)
-	if err := b.commit("attach " + id); err != nil {
-		return nodeproto.Port{}, err
+		addBridgeElems(b, p.bridge)
+		addSpoofPort(b, p)
+		addInstance(b, p)
+		if err := b.commit("attach " + id); err != nil {
+			return nodeproto.Port{}, err
+		}
 	}
 	if old == nil {
 		u.Add(func() { h.removeRules(p) })
