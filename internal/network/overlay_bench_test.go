@@ -12,11 +12,12 @@ import (
 )
 
 // BenchmarkOverlayThroughput is issue 4's figure: TCP throughput (iperf3,
-// one stream, 3 s) between two namespace instances on different nodes,
+// one stream, 2 s) between two namespace instances on different nodes,
 // across the VXLAN overlay with their security groups and anti-spoofing,
 // next to the same two nodes talking over the bare underlay (a veth pair,
-// MTU 1500). It reports the medians of ovlBenchRuns runs and their ratio
-// (the issue asks for at least 0.9).
+// MTU 1500). The two alternate, ovlBenchRuns times each; it reports their
+// medians and the ratio (the issue asks for at least 0.9). The figures
+// swing by a factor of two on a shared machine: read the median.
 func BenchmarkOverlayThroughput(b *testing.B) {
 	o := newOverlayLab(b)
 	g := nodeproto.SecurityGroup{ID: "sg-bench",
@@ -49,7 +50,7 @@ func BenchmarkOverlayThroughput(b *testing.B) {
 	b.ReportMetric(ov/ul, "ratio")
 }
 
-const ovlBenchRuns = 3
+const ovlBenchRuns = 5
 
 // startIperfServer runs iperf3 -s in ns until the benchmark ends.
 func startIperfServer(b *testing.B, ns *netns.NS) {
@@ -62,11 +63,11 @@ func startIperfServer(b *testing.B, ns *netns.NS) {
 	}
 }
 
-// ovlIperf measures one 3-second single-stream TCP run from ns to ip, in
+// ovlIperf measures one 2-second single-stream TCP run from ns to ip, in
 // bit/s received.
 func ovlIperf(b *testing.B, ns *netns.NS, ip string) float64 {
 	b.Helper()
-	out, err := ns.Output("iperf3", "-c", ip, "-t", "3", "-J")
+	out, err := ns.Output("iperf3", "-c", ip, "-t", "2", "-J")
 	if err != nil {
 		b.Fatalf("iperf3 to %s: %v: %s", ip, err, out)
 	}
