@@ -44,6 +44,15 @@ func (h *Host) adopt() error {
 		h.nextMark = max(h.nextMark, p.mark&^MarkMask)
 	}
 	for _, p := range h.ports {
+		if p.uplink {
+			br, err := h.ensureHostBridge(p.bridge, p.gw, p.mtu)
+			if err != nil {
+				return fmt.Errorf("network: adopt bridged port %s: %w", p.id, err)
+			}
+			br.dhcp.setLease(p.mac.String(), lease{ip: p.ip, hostname: hostname(p.ip), dns: p.dns})
+			h.log.Info("bridged port adopted", "instance", p.id, "device", p.dev, "bridge", p.bridge)
+			continue
+		}
 		br, err := h.ensureBridge(p.bridge, p.gw, p.mtu, nil)
 		if err != nil {
 			return fmt.Errorf("network: adopt bridge of %s: %w", p.id, err)

@@ -104,8 +104,12 @@ func (p *port) comments() [3]string {
 	if p.owned {
 		own = "1"
 	}
+	up := ""
+	if p.uplink {
+		up = " up=1"
+	}
 	return [3]string{
-		fmt.Sprintf("%sid=%s dev=%s own=%s", commentPrefix, p.id, p.dev, own),
+		fmt.Sprintf("%sid=%s dev=%s own=%s%s", commentPrefix, p.id, p.dev, own, up),
 		fmt.Sprintf("%smac=%s ip=%s mark=%d", commentPrefix, p.mac, p.ip, p.mark),
 		fmt.Sprintf("%sbr=%s gw=%s mtu=%d dns=%s", commentPrefix, p.bridge, p.gw, p.mtu, strings.Join(dns, ",")),
 	}
@@ -149,7 +153,7 @@ func portFromComments(comments []string) (*port, error) {
 			}
 		}
 	}
-	p := &port{id: kv["id"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"]}
+	p := &port{id: kv["id"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"], uplink: kv["up"] == "1"}
 	var err error
 	if p.mac, err = net.ParseMAC(kv["mac"]); err != nil {
 		return nil, fmt.Errorf("mac: %w", err)

@@ -35,6 +35,10 @@ type dhcpServer struct {
 	gateway netip.Prefix
 	mtu     int
 	leases  map[string]lease // lower-case MAC
+	// serverID, when valid, is the node's own address that replies name
+	// as their server (bridged mode, where the gateway is the LAN's
+	// router); otherwise the gateway is.
+	serverID netip.Addr
 }
 
 func startDHCP(bridge string, gw netip.Prefix, mtu int, log *slog.Logger) (*dhcpServer, error) {
@@ -55,6 +59,12 @@ func startDHCP(bridge string, gw netip.Prefix, mtu int, log *slog.Logger) (*dhcp
 func (d *dhcpServer) setNetwork(gw netip.Prefix, mtu int) {
 	d.mu.Lock()
 	d.gateway, d.mtu = gw, mtu
+	d.mu.Unlock()
+}
+
+func (d *dhcpServer) setServerID(a netip.Addr) {
+	d.mu.Lock()
+	d.serverID = a
 	d.mu.Unlock()
 }
 
@@ -83,8 +93,11 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	}
 	d.mu.Lock()
 	l, ok := d.leases[strings.ToLower(m.ClientHWAddr.String())]
-	gw, mtu := d.gateway, d.mtu
+	gw, mtu, sid := d.gateway, d.mtu, d.serverID
 	d.mu.Unlock()
+	if !sid.IsValid() {
+		sid = gw.Addr()
+	}
 	if !ok {
 		return nil, nil // not ours: another server may answer
 	}
@@ -109,8 +122,8 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	mask := net.CIDRMask(gw.Bits(), 32)
 	mods := []dhcpv4.Modifier{
 		dhcpv4.WithMessageType(typ),
-		dhcpv4.WithServerIP(gw.Addr().AsSlice()),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(gw.Addr().AsSlice())),
+		dhcpv4.WithServerIP(sid.AsSlice()),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid.AsSlice())),
 	}
 	if typ != dhcpv4.MessageTypeNak {
 		var dns []net.IP

@@ -524,5 +524,6 @@ func (h *Host) purgePublic() error {
 			errs = append(errs, c.Flush())
 		}
 	}
+	errs = append(errs, deleteUplinkTable())
 	return errors.Join(errs...)
 }

@@ -62,13 +62,14 @@ type port struct {
 	gw     netip.Prefix
 	mtu    int
 	dns    []netip.Addr
+	uplink bool // bridged onto an existing host bridge (Network.Uplink)
 }
 
 // sameRules reports whether o (nil: no port yet) has the rules p needs.
 func (p *port) sameRules(o *port) bool {
 	return o != nil && o.id == p.id && o.dev == p.dev && o.owned == p.owned && o.bridge == p.bridge &&
 		o.ip == p.ip && o.mac.String() == p.mac.String() && o.mark == p.mark && slices.Equal(o.groups, p.groups) &&
-		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns)
+		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns) && o.uplink == p.uplink
 }
 
 // groupState is what the node keeps of a defined group.
@@ -85,6 +86,9 @@ type bridgeNet struct {
 	mac     net.HardwareAddr // the gateway's, the same on every node
 	vni     int              // overlay, 0 if none
 	dhcp    *dhcpServer
+	// external is a host bridge Clipper did not make (bridged mode): it
+	// is never changed, filtered as a network or deleted.
+	external bool
 }
 
 // New prepares the host for instance networking: it pins the sysctls the
@@ -173,8 +177,12 @@ type netConfig struct {
 func parseNetwork(n nodeproto.Network) (netConfig, error) {
 	var c netConfig
 	var err error
-	if n.Bridge == "" || len(n.Bridge) > 15 || strings.ContainsAny(n.Bridge, "/ \t\n") {
-		return c, fmt.Errorf("network: bad bridge name %q", n.Bridge)
+	bridge := n.Bridge
+	if n.Uplink != "" {
+		bridge = n.Uplink
+	}
+	if bridge == "" || len(bridge) > 15 || strings.ContainsAny(bridge, "/ \t\n") {
+		return c, fmt.Errorf("network: bad bridge name %q", bridge)
 	}
 	if c.gw, err = netip.ParsePrefix(n.Gateway); err != nil || !c.gw.Addr().Is4() || c.gw.Bits() > 30 {
 		return c, fmt.Errorf("network: bad gateway %q", n.Gateway)
@@ -225,13 +233,24 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	if other, ok := h.portByDev(dev); ok && other.id != id {
 		return nodeproto.Port{}, fmt.Errorf("network: device %s already belongs to %s", dev, other.id)
 	}
-	br, err := h.ensureBridge(n.Bridge, c.gw, c.mtu, c.gwMAC)
+	bridge, bridged := n.Bridge, n.Uplink != ""
+	var br *bridgeNet
+	if bridged {
+		// Bridged mode: the instance is on the LAN of an existing host
+		// bridge; no overlay, no NAT, no gateway address (bridged.go).
+		bridge = n.Uplink
+		br, err = h.ensureHostBridge(bridge, c.gw, c.mtu)
+	} else {
+		br, err = h.ensureBridge(bridge, c.gw, c.mtu, c.gwMAC)
+	}
 	if err != nil {
 		return nodeproto.Port{}, err
 	}
-	u.Add(func() { h.removeBridgeIfUnused(n.Bridge) })
-	if err := h.ensureOverlay(br, n.VNI); err != nil {
-		return nodeproto.Port{}, err
+	u.Add(func() { h.removeBridgeIfUnused(bridge) })
+	if !bridged {
+		if err := h.ensureOverlay(br, n.VNI); err != nil {
+			return nodeproto.Port{}, err
+		}
 	}
 	dns := c.dns
 	if len(dns) == 0 {
@@ -240,8 +259,8 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	if len(dns) == 0 {
 		dns = []netip.Addr{c.gw.Addr()}
 	}
-	p := &port{id: id, dev: dev, owned: owned, bridge: n.Bridge, ip: c.ip, mac: c.mac, groups: c.groups,
-		gw: c.gw, mtu: c.mtu, dns: dns}
+	p := &port{id: id, dev: dev, owned: owned, bridge: bridge, ip: c.ip, mac: c.mac, groups: c.groups,
+		gw: c.gw, mtu: c.mtu, dns: dns, uplink: bridged}
 	if old != nil {
 		p.mark = old.mark
 	} else {
@@ -268,7 +287,9 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 				delInstance(b, old)
 			}
 		}
-		addBridgeElems(b, p.bridge)
+		if !p.uplink {
+			addBridgeElems(b, p.bridge)
+		}
 		addSpoofPort(b, p)
 		addInstance(b, p)
 		if err := b.commit("attach " + id); err != nil {
@@ -304,7 +325,12 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	h.log.Info("port attached", "instance", id, "device", dev, "bridge", p.bridge, "ip", p.ip,
 		"mac", p.mac.String(), "mark", fmt.Sprintf("%#x", p.mark), "groups", p.groups)
 	h.cleanupGroups()
-	if err := h.setEIP(p, n.PublicIP, false); err != nil {
+	if bridged || (old != nil && old.uplink) {
+		if err := h.applyUplinkPorts(); err != nil {
+			return nodeproto.Port{Tap: dev, Mark: p.mark}, err
+		}
+	}
+	if err := h.setEIP(p, n.PublicIP, bridged); err != nil {
 		return nodeproto.Port{Tap: dev, Mark: p.mark}, err
 	}
 	return nodeproto.Port{Tap: dev, Mark: p.mark}, nil
@@ -359,6 +385,11 @@ func (h *Host) Detach(ctx context.Context, id string) error {
 	delete(h.marks, p.mark)
 	if err := h.dropEIP(id); err != nil {
 		h.log.Warn("remove elastic IP", "instance", id, "error", err)
+	}
+	if p.uplink {
+		if err := h.applyUplinkPorts(); err != nil {
+			h.log.Warn("bridged port rules", "instance", id, "error", err)
+		}
 	}
 	h.removeBridgeIfUnused(p.bridge)
 	h.cleanupGroups()
@@ -464,6 +495,11 @@ func (h *Host) removeBridgeIfUnused(name string) {
 		return
 	}
 	br.dhcp.close()
+	if br.external {
+		delete(h.bridges, name)
+		h.log.Info("host bridge no longer used", "bridge", name)
+		return
+	}
 	if err := h.removeOverlay(br); err != nil {
 		h.log.Warn("remove overlay", "bridge", name, "error", err)
 	}
@@ -515,7 +551,9 @@ func (h *Host) Purge(ctx context.Context) error {
 		if br.vni != 0 {
 			errs = append(errs, deleteLink(VXLANName(br.vni)))
 		}
-		errs = append(errs, deleteLink(name))
+		if !br.external {
+			errs = append(errs, deleteLink(name))
+		}
 	}
 	h.peers, h.peersKnown = nil, false
 	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
