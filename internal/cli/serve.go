@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/network"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/pki"
 	"github.com/clipper-cloud/clipper/internal/service"
 )
 
@@ -65,11 +67,15 @@ type controllerFlags struct {
 	overcommit    service.Overcommit
 	publicPools   []string
 	maxAddresses  int
+	nodeSANs      []string
+	nodeCertTTL   time.Duration
 }
 
 func (f *controllerFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:8773", "address of the EC2 API")
 	cmd.Flags().StringVar(&f.nodeListen, "node-listen", "", "address of the node protocol (default: API port + 1)")
+	cmd.Flags().StringSliceVar(&f.nodeSANs, "node-san", nil, "extra host names and addresses for the node listener's certificate")
+	cmd.Flags().DurationVar(&f.nodeCertTTL, "node-cert-ttl", pki.DefaultNodeCertTTL, "lifetime of node certificates (nodes renew after two thirds)")
 	cmd.Flags().StringVar(&f.region, "region", "clipper-1", "region name")
 	cmd.Flags().StringSliceVar(&f.zones, "zones", nil, "availability zones (default: <region>a)")
 	cmd.Flags().StringVar(&f.instanceTypes, "instance-types", "", "JSON file with the instance type table ([{\"name\",\"vcpus\",\"memory_mib\",\"disk_gib\"}])")
@@ -126,7 +132,8 @@ func (f *controllerFlags) config(dataDir string, log *slog.Logger) (controller.C
 		return controller.Config{}, fmt.Errorf("--max-addresses must not be negative")
 	}
 	sc.MaxAddresses = f.maxAddresses
-	return controller.Config{DataDir: dataDir, Listen: f.listen, NodeListen: f.nodeListen, Service: sc, Logger: log}, nil
+	return controller.Config{DataDir: dataDir, Listen: f.listen, NodeListen: f.nodeListen, NodeSANs: f.nodeSANs,
+		NodeCertTTL: f.nodeCertTTL, Service: sc, Logger: log}, nil
 }
 
 // nodeFlags configure the node agent side.
@@ -261,22 +268,34 @@ func newNodeCmd() *cobra.Command {
 				}
 				token = strings.TrimSpace(string(b))
 			}
-			if token == "" {
-				return errors.New("--token or --token-file is required")
+			base := nodeURL(controllerURL, log)
+			id, err := nodeIdentity(cmd.Context(), base, token, nf.name, sf.dataDir, log)
+			if err != nil {
+				return err
 			}
-			a, closeNet, err := nf.agent(nodeproto.NewClient(strings.TrimRight(controllerURL, "/"), token, nil), sf.dataDir, log)
+			// A refusal (revoked certificate) stops the node with the reason.
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			client := nodeproto.NewClient(base, id)
+			client.OnRefused(cancel)
+			a, closeNet, err := nf.agent(client, sf.dataDir, log)
 			if err != nil {
 				return err
 			}
 			defer closeNet()
-			return a.Run(cmd.Context())
+			err = a.Run(ctx)
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return cause
+			}
+			return err
 		},
 	}
 	sf.add(cmd, "/var/lib/clipper/node")
 	nf.add(cmd)
-	cmd.Flags().StringVar(&controllerURL, "controller", "", "URL of the controller's node protocol (http://host:8774)")
-	cmd.Flags().StringVar(&token, "token", "", "node token")
-	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the node token")
+	cmd.Flags().StringVar(&controllerURL, "controller", "", "URL of the controller's node protocol (https://host:8774)")
+	cmd.Flags().StringVar(&token, "token", "", "join token (first start only; later starts use the node certificate)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token")
+	cmd.AddCommand(newNodeRmCmd())
 	return cmd
 }
 
@@ -308,7 +327,10 @@ next 'clipper up'.`,
 			if err != nil {
 				return err
 			}
-			client := nodeproto.NewClient(ctrl.NodeURL(), ctrl.NodeToken(), nil)
+			client, err := ctrl.LocalNodeClient(nf.name)
+			if err != nil {
+				return err
+			}
 			a, closeNet, err := nf.agent(client, filepath.Join(sf.dataDir, "node"), log)
 			if err != nil {
 				return err

@@ -6,8 +6,7 @@ package controller
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +22,7 @@ import (
 	"github.com/clipper-cloud/clipper/internal/ec2"
 	"github.com/clipper-cloud/clipper/internal/image"
 	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/pki"
 	"github.com/clipper-cloud/clipper/internal/service"
 	"github.com/clipper-cloud/clipper/internal/store/sqlite"
 )
@@ -32,8 +32,13 @@ type Config struct {
 	DataDir    string
 	Listen     string // EC2 and native API address, "127.0.0.1:8773"
 	NodeListen string // node protocol address; "" is the API port + 1
-	Service    service.Config
-	Logger     *slog.Logger
+	// NodeSANs are extra host names and addresses for the node listener's
+	// certificate (nodes check the CA, not the name; other clients may).
+	NodeSANs []string
+	// NodeCertTTL is the lifetime of node certificates (default 30 days).
+	NodeCertTTL time.Duration
+	Service     service.Config
+	Logger      *slog.Logger
 }
 
 // Controller is a running controller.
@@ -46,7 +51,9 @@ type Controller struct {
 	apiLn     net.Listener
 	nodeLn    net.Listener
 	key       model.AccessKey
-	nodeToken string
+	ca        *pki.CA
+	joinToken pki.Token
+	nodeTLS   *tls.Config
 	apiMux    http.Handler
 	nodeMux   http.Handler
 	ready     chan struct{}
@@ -83,7 +90,15 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if c.key, err = c.svc.EnsureAdmin(ctx); err != nil {
 		return nil, fmt.Errorf("admin credentials: %w", err)
 	}
-	if c.nodeToken, err = loadOrCreateSecret(filepath.Join(cfg.DataDir, "node-token")); err != nil {
+	if c.ca, err = pki.OpenCA(filepath.Join(cfg.DataDir, "pki")); err != nil {
+		return nil, err
+	}
+	if c.joinToken, err = c.ca.EnsureTokenFile(filepath.Join(cfg.DataDir, "join-token")); err != nil {
+		return nil, fmt.Errorf("join token: %w", err)
+	}
+	// node-token held the shared node secret before join tokens; it now
+	// holds the join token so that existing --token-file scripts work.
+	if err := writeFileAtomic(filepath.Join(cfg.DataDir, "node-token"), []byte(c.joinToken.String()+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	if c.apiLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -96,6 +111,9 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	if c.nodeLn, err = net.Listen("tcp", nodeAddr); err != nil {
 		return nil, fmt.Errorf("listen %s (node protocol): %w", nodeAddr, err)
+	}
+	if err := c.setupNodeTLS(); err != nil {
+		return nil, err
 	}
 	c.apiHandler(blobs)
 	ok = true
@@ -117,7 +135,8 @@ func (c *Controller) apiHandler(blobs *image.Blobs) {
 	mux.Handle(api.Prefix, a)
 	mux.Handle("/", e)
 	c.apiMux = mux
-	c.nodeMux = (&nodeServer{svc: c.svc, blobs: blobs, hub: c.hub, token: c.nodeToken,
+	a.EnableJoining(joining{c})
+	c.nodeMux = (&nodeServer{svc: c.svc, blobs: blobs, hub: c.hub, ca: c.ca, certTTL: c.cfg.NodeCertTTL,
 		log: c.log.With("component", "nodeserver")}).handler()
 }
 
@@ -128,10 +147,13 @@ func (c *Controller) Service() *service.Service { return c.svc }
 func (c *Controller) APIURL() string { return "http://" + c.apiLn.Addr().String() }
 
 // NodeURL is the node protocol URL.
-func (c *Controller) NodeURL() string { return "http://" + c.nodeLn.Addr().String() }
+func (c *Controller) NodeURL() string { return "https://" + c.nodeLn.Addr().String() }
 
-// NodeToken is the secret nodes present.
-func (c *Controller) NodeToken() string { return c.nodeToken }
+// JoinToken is the join token in DATA-DIR/join-token (it does not expire).
+func (c *Controller) JoinToken() string { return c.joinToken.String() }
+
+// CA is the controller's certificate authority.
+func (c *Controller) CA() *pki.CA { return c.ca }
 
 // Credentials is the admin access key.
 func (c *Controller) Credentials() model.AccessKey { return c.key }
@@ -143,10 +165,11 @@ func (c *Controller) Ready() <-chan struct{} { return c.ready }
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.close()
 	apiSrv := &http.Server{Handler: c.apiMux, ReadHeaderTimeout: 10 * time.Second}
-	nodeSrv := &http.Server{Handler: c.nodeMux, ReadHeaderTimeout: 10 * time.Second}
+	nodeSrv := &http.Server{Handler: c.nodeMux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(c.log.With("component", "nodeserver").Handler(), slog.LevelInfo)}
 	errc := make(chan error, 2)
 	go func() { errc <- apiSrv.Serve(c.apiLn) }()
-	go func() { errc <- nodeSrv.Serve(c.nodeLn) }()
+	go func() { errc <- nodeSrv.Serve(tls.NewListener(c.nodeLn, c.nodeTLS)) }()
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -201,7 +224,7 @@ func (c *Controller) announce(ctx context.Context) error {
 		return err
 	}
 	c.log.Info("controller ready", "api", c.APIURL(), "node_api", c.NodeURL(), "region", c.cfg.Service.Region,
-		"aws_env", filepath.Join(c.cfg.DataDir, "aws.env"))
+		"aws_env", filepath.Join(c.cfg.DataDir, "aws.env"), "join_token", filepath.Join(c.cfg.DataDir, "join-token"))
 	close(c.ready)
 	return nil
 }
@@ -265,22 +288,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// loadOrCreateSecret reads a secret file, creating it (0600) if absent.
-func loadOrCreateSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		if s := strings.TrimSpace(string(b)); s != "" {
-			return s, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	var r [24]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return "", err
-	}
-	s := hex.EncodeToString(r[:])
-	return s, writeFileAtomic(path, []byte(s+"\n"), 0o600)
 }

@@ -52,7 +52,11 @@ func TestPortForwards(t *testing.T) {
 	poll := func(since int64) chan polled {
 		ch := make(chan polled, 1)
 		go func() {
-			nc := nodeproto.NewClient(c.Ctrl.NodeURL(), c.Ctrl.NodeToken(), nil)
+			nc, err := c.Ctrl.LocalNodeClient(nodes[0].Name)
+			if err != nil {
+				ch <- polled{err: err}
+				return
+			}
 			nc.SetNodeID(nodes[0].ID)
 			d, err := nc.Desired(ctx, since, 20*time.Second)
 			ch <- polled{d, err}

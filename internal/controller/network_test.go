@@ -161,7 +161,10 @@ func TestNodeReceivesGroupsAndMetadata(t *testing.T) {
 	}
 	// A rule change ends a node's long poll at once, and shows up in the
 	// incremental answer.
-	nc := nodeproto.NewClient(c.Ctrl.NodeURL(), c.Ctrl.NodeToken(), nil)
+	nc, err := c.Ctrl.LocalNodeClient(nodes[0].Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	nc.SetNodeID(nodes[0].ID)
 	authErr := make(chan error, 1)
 	go func() {

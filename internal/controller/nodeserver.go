@@ -1,18 +1,22 @@
 package controller
 
 import (
-	"crypto/subtle"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clipper-cloud/clipper/internal/image"
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/pki"
 	"github.com/clipper-cloud/clipper/internal/service"
 )
 
@@ -24,15 +28,21 @@ const longPollMax = 60 * time.Second
 
 // nodeServer serves the node protocol (see package nodeproto).
 type nodeServer struct {
-	svc   *service.Service
-	blobs *image.Blobs
-	hub   *hub
-	token string
-	log   *slog.Logger
+	svc     *service.Service
+	blobs   *image.Blobs
+	hub     *hub
+	ca      *pki.CA
+	certTTL time.Duration
+	log     *slog.Logger
+
+	mu  sync.Mutex
+	ids map[string]string // node name -> node ID
 }
 
 func (n *nodeServer) handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+nodeproto.PathJoin, n.join)
+	mux.HandleFunc("POST "+nodeproto.PathRenew, n.auth(n.renew))
 	mux.HandleFunc("POST "+nodeproto.PathRegister, n.auth(n.register))
 	mux.HandleFunc("GET "+nodeproto.PathDesired, n.auth(n.desired))
 	mux.HandleFunc("POST "+nodeproto.PathReport, n.auth(n.report))
@@ -40,16 +50,121 @@ func (n *nodeServer) handler() http.Handler {
 	return mux
 }
 
-// auth checks the node token.
+type ctxKey int
+
+const (
+	keyName ctxKey = iota
+	keyID
+)
+
+// auth admits requests made with a valid node certificate. The node is the
+// certificate's CN: the X-Clipper-Node header, when sent, must name that
+// node's ID.
 func (n *nodeServer) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(n.token)) != 1 {
-			nodeError(w, http.StatusUnauthorized, "the node token is missing or wrong")
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			nodeError(w, http.StatusUnauthorized, "a node certificate is required: join the node with a join token first")
 			return
 		}
-		next(w, r)
+		name, err := n.ca.VerifyNode(r.TLS.PeerCertificates[0])
+		if err != nil {
+			status := http.StatusUnauthorized
+			if errors.Is(err, pki.ErrRevoked) {
+				status = http.StatusForbidden
+			}
+			n.log.Warn("node certificate refused", "remote", r.RemoteAddr, "cn", r.TLS.PeerCertificates[0].Subject.CommonName, "error", err)
+			nodeError(w, status, err.Error())
+			return
+		}
+		ctx := context.WithValue(r.Context(), keyName, name)
+		if r.URL.Path != nodeproto.PathRegister && r.URL.Path != nodeproto.PathRenew {
+			id, err := n.nodeID(r.Context(), name)
+			if err != nil {
+				n.fail(w, r, err)
+				return
+			}
+			if h := r.Header.Get(nodeproto.HeaderNodeID); h != "" && h != id {
+				nodeError(w, http.StatusForbidden, fmt.Sprintf("the certificate of node %s cannot act as node %s", name, h))
+				return
+			}
+			ctx = context.WithValue(ctx, keyID, id)
+		}
+		next(w, r.WithContext(ctx))
 	}
+}
+
+// nodeID finds the ID of a registered node by name.
+func (n *nodeServer) nodeID(ctx context.Context, name string) (string, error) {
+	n.mu.Lock()
+	id, ok := n.ids[name]
+	n.mu.Unlock()
+	if ok {
+		return id, nil
+	}
+	nodes, _, err := n.svc.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, nd := range nodes {
+		if nd.Name == name {
+			n.remember(name, nd.ID)
+			return nd.ID, nil
+		}
+	}
+	return "", model.Errorf(model.KindNotFound, "", name, "node %s has not registered", name)
+}
+
+func (n *nodeServer) remember(name, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ids == nil {
+		n.ids = map[string]string{}
+	}
+	n.ids[name] = id
+}
+
+func certName(r *http.Request) string { s, _ := r.Context().Value(keyName).(string); return s }
+
+// join trades a join token and a CSR for a node certificate.
+func (n *nodeServer) join(w http.ResponseWriter, r *http.Request) {
+	var req nodeproto.JoinRequest
+	if err := decode(r, &req, 1<<20); err != nil {
+		n.fail(w, r, err)
+		return
+	}
+	tok, err := pki.ParseToken(req.Token)
+	if err == nil {
+		err = n.ca.CheckToken(tok)
+	}
+	if err != nil {
+		n.log.Warn("join refused", "remote", r.RemoteAddr, "error", err)
+		nodeError(w, http.StatusUnauthorized, strings.TrimPrefix(err.Error(), pki.ErrTokenRejected.Error()+": "))
+		return
+	}
+	cert, err := n.ca.SignNode([]byte(req.CSR), "", n.certTTL)
+	if err != nil {
+		nodeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n.log.Info("node joined", "name", cert.Subject.CommonName, "token", tok.ID, "remote", r.RemoteAddr,
+		"serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+	reply(w, nodeproto.CertReply{Certificate: string(pki.CertPEM(cert.Raw)), CA: string(pki.CertPEM(n.ca.Cert().Raw))})
+}
+
+// renew signs a new certificate for the node of the current one.
+func (n *nodeServer) renew(w http.ResponseWriter, r *http.Request) {
+	var req nodeproto.RenewRequest
+	if err := decode(r, &req, 1<<20); err != nil {
+		n.fail(w, r, err)
+		return
+	}
+	cert, err := n.ca.SignNode([]byte(req.CSR), certName(r), n.certTTL)
+	if err != nil {
+		nodeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n.log.Info("node certificate renewed", "name", certName(r), "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+	reply(w, nodeproto.CertReply{Certificate: string(pki.CertPEM(cert.Raw)), CA: string(pki.CertPEM(n.ca.Cert().Raw))})
 }
 
 func nodeError(w http.ResponseWriter, status int, msg string) {
@@ -87,7 +202,7 @@ func decode(r *http.Request, v any, max int64) error {
 	return nil
 }
 
-func nodeID(r *http.Request) string { return r.Header.Get(nodeproto.HeaderNodeID) }
+func nodeID(r *http.Request) string { s, _ := r.Context().Value(keyID).(string); return s }
 
 func (n *nodeServer) register(w http.ResponseWriter, r *http.Request) {
 	var reg nodeproto.Registration
@@ -95,11 +210,16 @@ func (n *nodeServer) register(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, r, err)
 		return
 	}
+	if reg.Name != certName(r) {
+		nodeError(w, http.StatusForbidden, fmt.Sprintf("the certificate of node %s cannot register node %s", certName(r), reg.Name))
+		return
+	}
 	rep, err := n.svc.RegisterNode(r.Context(), reg)
 	if err != nil {
 		n.fail(w, r, err)
 		return
 	}
+	n.remember(reg.Name, rep.NodeID)
 	reply(w, rep)
 }
 

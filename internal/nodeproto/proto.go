@@ -6,6 +6,12 @@
 //	GET  /node/v1/desired?since=R   long poll -> Desired (changes after R)
 //	POST /node/v1/report            Report -> ReportReply
 //	GET  /node/v1/blobs/{sha256}    image blob bytes
+//	POST /node/v1/join              JoinRequest -> CertReply (no client certificate)
+//	POST /node/v1/renew             RenewRequest -> CertReply
+//
+// Everything but join runs over mutual TLS: the node presents the
+// certificate it got by joining (CN = node name), the controller acts for
+// that node only. See package pki for the CA and the join tokens.
 package nodeproto
 
 import (

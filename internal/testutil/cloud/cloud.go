@@ -127,8 +127,17 @@ func Start(t testing.TB, o Options) *Cloud {
 // StartNode starts a node agent over the given driver and state directory.
 func (c *Cloud) StartNode(t testing.TB, name string, drv compute.Hypervisor, dir string) *Node {
 	t.Helper()
+	// Nodes join like `clipper node` does: the join token once, then mTLS
+	// with the certificate kept in DIR/pki.
+	id, err := nodeproto.LoadIdentity(filepath.Join(dir, "pki"))
+	if errors.Is(err, os.ErrNotExist) {
+		id, err = nodeproto.Join(context.Background(), c.Ctrl.NodeURL(), c.Ctrl.JoinToken(), name, filepath.Join(dir, "pki"))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	a, err := agent.New(agent.Config{
-		Client:  nodeproto.NewClient(c.Ctrl.NodeURL(), c.Ctrl.NodeToken(), nil),
+		Client:  nodeproto.NewClient(c.Ctrl.NodeURL(), id),
 		DataDir: dir, Name: name, Driver: drv, Network: network.Noop{},
 		Logger: c.log, Capacity: c.opts.Capacity,
 	})
