@@ -367,3 +367,44 @@ func TestForwards(t *testing.T) {
 		}
 	})
 }
+
+// TestElasticIPPathMTU: a router beyond the node whose next link has a
+// smaller MTU answers an instance's big packets with "fragmentation
+// needed", addressed to the elastic IP; the node translates the ICMP back
+// to the instance (it is RELATED to the connection) and the instance
+// learns the path MTU.
+func TestElasticIPPathMTU(t *testing.T) {
+	l := newLab(t)
+	l.h.SetUplink("up0")
+	if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{publicGroup("sg-pub")}, true); err != nil {
+		t.Fatal(err)
+	}
+	router := outsideNS(l) // 192.0.2.2, routes on to "far"
+	router.Forward()
+	far := netns.New(t, "far")
+	netns.Link(t, router, "narrow", far, "eth0")
+	router.IP("link", "set", "narrow", "mtu", "1400")
+	far.IP("link", "set", "eth0", "mtu", "1400")
+	router.Addr("narrow", "198.51.100.1/24")
+	far.Addr("eth0", "198.51.100.2/24")
+	far.IP("route", "add", "default", "via", "198.51.100.1")
+	sh(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2") // gone with up0
+
+	a := l.instance("i-a", net1, "10.7.0.10", "02:00:00:00:00:0a", true, "sg-pub")
+	a.n.PublicIP = "192.0.2.100"
+	a.attach(l)
+
+	// 1472 bytes of ICMP payload make a 1500-byte packet with DF set.
+	out, err := a.ns.Output("ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1472", "198.51.100.2")
+	if err == nil {
+		t.Fatalf("a 1500-byte packet crossed a 1400 link: %s", out)
+	}
+	if !strings.Contains(out, "mtu = 1400") {
+		t.Fatalf("no fragmentation-needed answer reached the instance: %s", out)
+	}
+	if route := a.ns.Run("ip", "route", "get", "198.51.100.2"); !strings.Contains(route, "mtu 1400") {
+		t.Fatalf("the instance did not learn the path MTU: %s", route)
+	}
+	// And what fits goes through, from the elastic IP.
+	a.ns.Run("ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", "198.51.100.2")
+}
