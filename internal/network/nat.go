@@ -18,7 +18,8 @@ type natRules map[string]netip.Prefix // bridge -> subnet
 
 // apply rewrites the NAT table in one atomic nftables transaction:
 // traffic from a subnet to anywhere outside it leaves with the node's
-// address.
+// address, unless it goes back out through the network's own bridge (to
+// an instance of another subnet on another node, see overlay.go).
 func (r natRules) apply() error {
 	c, err := nftables.New()
 	if err != nil {
@@ -48,6 +49,9 @@ func (r natRules) apply() error {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: net4[:]},
+			// oifname != bridge
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(b)},
 			&expr.Counter{},
 			&expr.Masq{},
 		}, UserData: []byte("clipper:" + b)})

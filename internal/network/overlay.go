@@ -2,10 +2,12 @@ package network
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 
@@ -29,14 +31,21 @@ import (
 //
 // The gateway is distributed: every node gives the network's bridge the
 // same gateway address and MAC and answers for its own instances, so
-// nothing of the gateway may cross the overlay. A chain per VXLAN device
-// in the bridge table, run on frames entering from it (prerouting) and
-// leaving through it (postrouting):
+// nothing of the gateway may cross the overlay. Instances of another
+// subnet of the network on other nodes are routed to by the sender's node
+// (a /32 route and a permanent neighbour entry per such instance, from the
+// peers, so the gateway never has to ask over the overlay); such frames
+// leave with the sending node's own router MAC instead of the gateway's.
+// The reply comes back routed by the other node the same way. A chain per
+// VXLAN device in the bridge table, run on frames entering from it
+// (prerouting) and leaving through it (postrouting):
 //
 //	map overlay { type ifname : verdict }         vxlan device -> jump ovl-<vni>
 //	chain prerouting:  ... iifname vmap @overlay
 //	chain postrouting hook postrouting prio filter: oifname vmap @overlay
 //	chain ovl-<vni>:
+//	    oifname vx<vni> ether saddr <gateway MAC> ether daddr unicast ip:
+//	        ether saddr set <node's router MAC> accept     routed to a peer
 //	    ether saddr <gateway MAC> drop            the gateway stays local
 //	    ether daddr <gateway MAC> drop
 //	    arp sender or target <gateway IP> drop    each node answers for it
@@ -105,10 +114,22 @@ func addOverlayBase(b *batch, pre *nftables.Chain) {
 }
 
 // addOverlayChain writes a VXLAN device's chain and its map entry.
-func addOverlayChain(b *batch, vni int, gwMAC net.HardwareAddr, gwIP netip.Addr) {
+func addOverlayChain(b *batch, vni int, gwMAC, routerMAC net.HardwareAddr, gwIP netip.Addr) {
 	ch := b.regularChain(spoofTable, overlayChainName(vni))
 	b.c.FlushChain(ch)
 	ip := gwIP.AsSlice()
+	b.rule(spoofTable, ch, join(metaCmp(expr.MetaKeyOIFNAME, ifname(VXLANName(vni))),
+		payloadCmp(expr.PayloadBaseLLHeader, 6, expr.CmpOpEq, gwMAC),
+		etherType(0x0800),
+		[]expr.Any{
+			payload(expr.PayloadBaseLLHeader, 0, 1),
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{1}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+			&expr.Immediate{Register: 1, Data: routerMAC},
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseLLHeader,
+				Offset: 6, Len: 6},
+			&expr.Counter{}, accept(),
+		}), "clipper: routed to another subnet on another node")
 	b.rule(spoofTable, ch, join(payloadCmp(expr.PayloadBaseLLHeader, 6, expr.CmpOpEq, gwMAC),
 		[]expr.Any{&expr.Counter{}, drop()}), "clipper: the gateway stays on its node")
 	b.rule(spoofTable, ch, join(payloadCmp(expr.PayloadBaseLLHeader, 0, expr.CmpOpEq, gwMAC),
@@ -165,13 +186,21 @@ func (h *Host) ensureOverlay(br *bridgeNet, vni int) error {
 	if err != nil {
 		return err
 	}
-	addOverlayChain(b, vni, br.mac, br.gateway.Addr())
+	addOverlayChain(b, vni, br.mac, routerMAC(h.underlay), br.gateway.Addr())
 	if err := b.commit("overlay rules of " + br.name); err != nil {
 		return err
 	}
 	br.vni = vni
 	if err := ensureVXLANLink(VXLANName(vni), vni, h.underlay, br.name, br.mtu); err != nil {
 		return err
+	}
+	// The node routes between a local subnet and a remote one on the
+	// same bridge: an ICMP redirect would send the guest looking for the
+	// other instance on the link, where its ARP goes unanswered.
+	for _, dev := range []string{"all", br.name} {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/send_redirects", []byte("0"), 0o644); err != nil {
+			return fmt.Errorf("network: no ICMP redirects from %s: %w", dev, err)
+		}
 	}
 	if h.peersKnown {
 		return h.syncFDB(br)
@@ -186,6 +215,9 @@ func (h *Host) removeOverlay(br *bridgeNet) error {
 		return nil
 	}
 	if err := deleteLink(VXLANName(br.vni)); err != nil {
+		return err
+	}
+	if err := h.syncRoutes(br, nil); err != nil {
 		return err
 	}
 	b, err := newBatch()
@@ -326,6 +358,103 @@ func (h *Host) syncFDB(br *bridgeNet) error {
 	}
 	if added+removed > 0 {
 		h.log.Info("overlay forwarding updated", "device", name, "added", added, "removed", removed)
+	}
+	errs = append(errs, h.syncRoutes(br, h.wantRoutes(br)))
+	return errors.Join(errs...)
+}
+
+// routeProto marks the routes Clipper adds (rtnetlink protocol number).
+const routeProto netlink.RouteProtocol = 0xc1
+
+// routerMAC is the source MAC of frames a node routes into the overlay:
+// locally administered, one per node.
+func routerMAC(underlay netip.Addr) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("clipper-router:" + underlay.String()))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = mac[0]&0xfc | 0x02
+	return mac
+}
+
+// wantRoutes lists the instances of the bridge's network on other nodes
+// that are outside the bridge's subnet: the node routes to them.
+func (h *Host) wantRoutes(br *bridgeNet) map[netip.Addr]string {
+	want := map[netip.Addr]string{}
+	for _, p := range h.peers {
+		if p.Gone || p.VNI != br.vni || p.Node == "" {
+			continue
+		}
+		dst, err := UnderlayAddr(p.Node)
+		if err != nil || dst == h.underlay {
+			continue
+		}
+		ip, err := netip.ParseAddr(p.IP)
+		mac, err2 := net.ParseMAC(p.MAC)
+		if err != nil || err2 != nil || !ip.Is4() || br.gateway.Contains(ip) {
+			continue
+		}
+		want[ip] = mac.String()
+	}
+	return want
+}
+
+// syncRoutes makes the bridge's /32 routes (protocol routeProto) and
+// permanent neighbour entries exactly want (address -> MAC).
+func (h *Host) syncRoutes(br *bridgeNet, want map[netip.Addr]string) error {
+	link, err := netlink.LinkByName(br.name)
+	if err != nil {
+		return fmt.Errorf("network: %s: %w", br.name, err)
+	}
+	idx := link.Attrs().Index
+	var errs []error
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: idx, Protocol: routeProto},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("network: routes of %s: %w", br.name, err)
+	}
+	haveRoute := map[netip.Addr]bool{}
+	for _, r := range routes {
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		if _, wanted := want[a.Unmap()]; ok && ones == 32 && wanted {
+			haveRoute[a.Unmap()] = true
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil {
+			errs = append(errs, fmt.Errorf("network: remove route %s: %w", r.Dst, err))
+		}
+	}
+	neighs, err := netlink.NeighList(idx, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("network: neighbours of %s: %w", br.name, err)
+	}
+	haveNeigh := map[netip.Addr]bool{}
+	for _, n := range neighs {
+		if n.State&netlink.NUD_PERMANENT == 0 {
+			continue
+		}
+		a, ok := netip.AddrFromSlice(n.IP)
+		if mac, wanted := want[a.Unmap()]; ok && wanted && mac == n.HardwareAddr.String() {
+			haveNeigh[a.Unmap()] = true
+			continue
+		}
+		if err := netlink.NeighDel(&n); err != nil {
+			errs = append(errs, fmt.Errorf("network: remove neighbour %s: %w", n.IP, err))
+		}
+	}
+	for ip, m := range want {
+		if !haveNeigh[ip] {
+			mac, _ := net.ParseMAC(m)
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+				IP: ip.AsSlice(), HardwareAddr: mac}); err != nil {
+				errs = append(errs, fmt.Errorf("network: neighbour %s on %s: %w", ip, br.name, err))
+			}
+		}
+		if !haveRoute[ip] {
+			if err := netlink.RouteReplace(&netlink.Route{LinkIndex: idx, Dst: prefixNet(netip.PrefixFrom(ip, 32)),
+				Scope: netlink.SCOPE_LINK, Protocol: routeProto}); err != nil {
+				errs = append(errs, fmt.Errorf("network: route to %s on %s: %w", ip, br.name, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

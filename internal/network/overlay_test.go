@@ -503,3 +503,56 @@ func tcpMSS(t testing.TB, c net.Conn) int {
 	}
 	return mss
 }
+
+// TestOverlayRoutesBetweenSubnets puts two subnets of one network on two
+// nodes (as two availability zones would): each node routes to the other
+// subnet's instances over the overlay, and the security groups still
+// apply at the receiving instance's node.
+func TestOverlayRoutesBetweenSubnets(t *testing.T) {
+	o := newOverlayLab(t)
+	zoneA, zoneB := netO, netO
+	zoneB.gateway = "10.9.16.1/24"
+	all := []nodeproto.Rule{{Protocol: "-1", CIDRs: []string{"0.0.0.0/0"}}}
+	icmp := nodeproto.Rule{Protocol: "icmp", FromPort: -1, ToPort: -1, CIDRs: []string{"10.9.0.0/16"}}
+	sgA := nodeproto.SecurityGroup{ID: "sg-a", Ingress: []nodeproto.Rule{icmp}, Egress: all, Members: []string{"10.9.0.10"}}
+	sgB := nodeproto.SecurityGroup{ID: "sg-b", Ingress: []nodeproto.Rule{icmp}, Egress: all, Members: []string{"10.9.16.20"}}
+	pa := nodeproto.Peer{ID: "i-a", VPCID: "vpc-brov", IP: "10.9.0.10", MAC: "02:00:00:00:09:0a", Groups: []string{"sg-a"}, Node: underlay1, VNI: netO.vni}
+	pb := nodeproto.Peer{ID: "i-b", VPCID: "vpc-brov", IP: "10.9.16.20", MAC: "02:00:00:00:09:14", Groups: []string{"sg-b"}, Node: underlay2, VNI: netO.vni}
+	o.setGroups(sgA, sgB)
+	o.setPeers(pa, pb)
+	a := o.instance("i-a", zoneA, pa.IP, pa.MAC, true, "sg-a")
+	b := o.remoteInstance("i-b", zoneB, pb.IP, pb.MAC, "sg-b")
+	serveTCP(t, b.ns, ":80", "i-b")
+	serveTCP(t, a.ns, ":80", "i-a")
+
+	if out := sh(t, "ip", "route", "show", "dev", "brov"); !strings.Contains(out, "10.9.16.20 proto") {
+		t.Errorf("node 1 has no route to the other subnet's instance:\n%s", out)
+	}
+	mustPing(t, a.ns, b.ip(), 1450)
+	mustPing(t, b.ns, a.ip(), 1450)
+	mustNotReach(t, a.ns, hostPort(b.ip(), 80))
+	mustNotReach(t, b.ns, hostPort(a.ip(), 80))
+	open := sgB
+	open.Ingress = append(open.Ingress, nodeproto.Rule{Protocol: "tcp", FromPort: 80, ToPort: 80, Groups: []string{"sg-a"}})
+	o.setGroups(sgA, open)
+	mustReach(t, a.ns, hostPort(b.ip(), 80), "i-b")
+	mustNotReach(t, b.ns, hostPort(a.ip(), 80))
+	// Routed frames leave with node 1's router MAC, not the gateway's.
+	rules := sh(t, "nft", "list", "chain", "bridge", AntiSpoofTable, overlayChainName(netO.vni))
+	if !regexp.MustCompile(`ether saddr set \S+ counter packets [1-9]`).MatchString(rules) {
+		t.Errorf("no routed frame had its source MAC rewritten:\n%s", rules)
+	}
+	// The guest was not told to look for b on its link.
+	if out := a.ns.Run("ip", "route", "get", b.ip()); !strings.Contains(out, "via "+zoneA.gw().Addr().String()) {
+		t.Errorf("a's route to b: %s", out)
+	}
+
+	// b leaves: its route and neighbour entry go.
+	o.setPeers(pa)
+	if out := sh(t, "ip", "route", "show", "dev", "brov"); strings.Contains(out, "10.9.16.20") {
+		t.Errorf("route left for a gone peer:\n%s", out)
+	}
+	if out := sh(t, "ip", "neigh", "show", "dev", "brov", "nud", "permanent"); strings.Contains(out, "10.9.16.20") {
+		t.Errorf("neighbour entry left for a gone peer:\n%s", out)
+	}
+}
