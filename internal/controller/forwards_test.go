@@ -85,10 +85,10 @@ func TestPortForwards(t *testing.T) {
 	}
 
 	for _, bad := range []api.ForwardRequest{
-		{Listen: "198.51.100.9:8080", To: target + ":80"},             // taken
-		{Listen: "198.51.100.9", To: target + ":80"},                  // no port
-		{Listen: "198.51.100.9:0", To: target + ":80"},                // port 0
-		{Listen: "[2001:db8::1]:80", To: target + ":80"},              // not IPv4
+		{Listen: "198.51.100.9:8080", To: target + ":80"}, // taken
+		{Listen: "198.51.100.9", To: target + ":80"},      // no port
+		{Listen: "198.51.100.9:0", To: target + ":80"},    // port 0
+		{Listen: "[2001:db8::1]:80", To: target + ":80"},  // not IPv4
 		{Listen: "198.51.100.9:81", To: target + ":80", Protocol: "sctp"},
 		{Listen: "198.51.100.9:82", To: "10.9.9.9:80", Node: "nosuchnode"},
 	} {

@@ -11,10 +11,10 @@ import (
 
 // ForwardSpec is what `clipper forward create` asks for.
 type ForwardSpec struct {
-	Protocol   string // tcp (default) or udp
-	Listen     string // PUBLIC_IP:PORT on a node
-	To         string // ADDR:PORT: an instance's private address or any address the node reaches
-	Node       string // node name; default: the node of the target instance, or the only node
+	Protocol string // tcp (default) or udp
+	Listen   string // PUBLIC_IP:PORT on a node
+	To       string // ADDR:PORT: an instance's private address or any address the node reaches
+	Node     string // node name; default: the node of the target instance, or the only node
 }
 
 // ParseForward checks a forward's addresses: each must be IPv4:PORT with a

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/smithy-go"
 
+	"github.com/clipper-cloud/clipper/internal/testutil/cloud"
 	"github.com/clipper-cloud/clipper/internal/testutil/netns"
 )
 
@@ -166,11 +167,11 @@ func (c *Cloud) waitEnv(t testing.TB) {
 
 func (c *Cloud) client(key, secret string) *ec2.Client {
 	return ec2.New(ec2.Options{
-		Region:           c.creds["AWS_DEFAULT_REGION"],
-		BaseEndpoint:     aws.String(c.creds["AWS_ENDPOINT_URL"]),
-		Credentials:      credentials.NewStaticCredentialsProvider(key, secret, ""),
-		HTTPClient:       c.http,
-		RetryMaxAttempts: 1,
+		Region:       c.creds["AWS_DEFAULT_REGION"],
+		BaseEndpoint: aws.String(c.creds["AWS_ENDPOINT_URL"]),
+		Credentials:  credentials.NewStaticCredentialsProvider(key, secret, ""),
+		HTTPClient:   c.http,
+		Retryer:      cloud.RetryClosed(),
 	})
 }
 

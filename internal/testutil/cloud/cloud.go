@@ -111,10 +111,10 @@ func Start(t testing.TB, o Options) *Cloud {
 	}
 	key := ctrl.Credentials()
 	c.EC2 = ec2.New(ec2.Options{
-		Region:           sc.Region,
-		BaseEndpoint:     aws.String(ctrl.APIURL()),
-		Credentials:      credentials.NewStaticCredentialsProvider(key.ID, key.Secret, ""),
-		RetryMaxAttempts: 1,
+		Region:       sc.Region,
+		BaseEndpoint: aws.String(ctrl.APIURL()),
+		Credentials:  credentials.NewStaticCredentialsProvider(key.ID, key.Secret, ""),
+		Retryer:      RetryClosed(),
 		// Benchmarks drive it from 100 goroutines: keep their connections.
 		HTTPClient: &http.Client{Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256}},
 	})
