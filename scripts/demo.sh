@@ -60,10 +60,10 @@ echo "==> aws ec2 wait instance-running --instance-ids $ID"
 "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" ec2 describe-instances --instance-ids "$ID" \
   --query 'Reservations[].Instances[].[InstanceId,State.Name,PrivateIpAddress,InstanceType,Placement.AvailabilityZone]' --output table
 
-echo "==> waiting for the guest's console (aws ec2 get-console-output)"
-for _ in $(seq 60); do
+echo "==> waiting for the guest's console (aws ec2 get-console-output): DHCP, then IMDSv2"
+for _ in $(seq 120); do
   out=$("$AWS" --endpoint-url "$AWS_ENDPOINT_URL" ec2 get-console-output --instance-id "$ID" --output text --query Output 2>/dev/null || true)
-  if grep -q CLIPPER-GUEST-READY <<<"$out"; then
+  if grep -q CLIPPER-MTU <<<"$out"; then
     echo "$out" | tail -n 20
     break
   fi
