@@ -27,7 +27,10 @@ import (
 //	node1 eth0 10.0.2.1 --- r-n1 10.0.2.254  router
 //	node2 eth0 10.0.3.1 --- r-n2 10.0.3.254 /
 //
-// Every link has MTU 1500; instance networks get 1450 (VXLAN).
+// Every link has MTU 1500; instance networks get 1450 (VXLAN). Each node
+// is an availability zone of its own, so instances of one network on the
+// two nodes are in two subnets: the nodes route between them over the
+// overlay.
 type cluster struct {
 	*Cloud
 	router *netns.NS
@@ -37,6 +40,7 @@ type cluster struct {
 
 type clusterNode struct {
 	name, addr, dir string
+	zone            string
 	ns              *netns.NS
 	proc            *netns.Proc
 }
@@ -59,14 +63,16 @@ func startCluster(t *testing.T) *cluster {
 	if strings.Contains(help, "https://") {
 		c.scheme = "https"
 	}
-	args := []string{"controller", "--data-dir", c.Dir, "--listen", "10.0.1.1:8773", "--node-listen", "10.0.1.1:8774"}
+	args := []string{"controller", "--data-dir", c.Dir, "--listen", "10.0.1.1:8773", "--node-listen", "10.0.1.1:8774",
+		"--zones", "clipper-1a,clipper-1b"}
 	if chelp, _ := cmdOutput(clipperBin, "controller", "--help"); strings.Contains(chelp, "--node-san") {
 		args = append(args, "--node-san", "10.0.1.1")
 	}
 	c.Start(t, "controller", args...)
 	c.waitEnv(t)
 	for i, name := range []string{"node1", "node2"} {
-		n := &clusterNode{name: name, addr: fmt.Sprintf("10.0.%d.1", i+2), dir: filepath.Join(c.Dir, name), ns: netns.New(t, name)}
+		n := &clusterNode{name: name, addr: fmt.Sprintf("10.0.%d.1", i+2), dir: filepath.Join(c.Dir, name),
+			zone: "clipper-1" + string(rune('a'+i)), ns: netns.New(t, name)}
 		join(n.ns, "r-n"+strconv.Itoa(i+1), n.addr)
 		c.nodes[name] = n
 		c.startNode(t, n)
@@ -88,7 +94,7 @@ func (c *cluster) startNode(t *testing.T, n *clusterNode) {
 		token = filepath.Join(c.Dir, "node-token")
 	}
 	n.proc = n.ns.Start(clipperBin, "node", "--controller", c.scheme+"://10.0.1.1:8774", "--token-file", token,
-		"--data-dir", n.dir, "--name", n.name, "--address", n.addr)
+		"--data-dir", n.dir, "--name", n.name, "--zone", n.zone, "--address", n.addr)
 	t.Cleanup(func() { c.killVMs(t) })
 }
 
@@ -128,21 +134,11 @@ func (c *cluster) waitNodes(t *testing.T, want map[string]string, within time.Du
 	return 0
 }
 
-// launchOn starts an instance on one node: the other nodes are cordoned
-// meanwhile.
+// launchOn starts an instance on one node (in the node's zone).
 func (c *cluster) launchOn(t *testing.T, node string, in *ec2.RunInstancesInput) types.Instance {
 	t.Helper()
-	for name := range c.nodes {
-		if name != node {
-			c.Run(t, clipperBin, "node", "cordon", name)
-		}
-	}
+	in.Placement = &types.Placement{AvailabilityZone: aws.String(c.nodes[node].zone)}
 	out, err := c.EC2.RunInstances(context.Background(), in)
-	for name := range c.nodes {
-		if name != node {
-			c.Run(t, clipperBin, "node", "uncordon", name)
-		}
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +217,8 @@ func (c *cluster) systemStatus(t *testing.T, id string) string {
 
 // TestClusterOverlay runs a controller and two nodes as separate hosts and
 // checks issue 4 end to end with real VMs: an instance on node 1 reaches
-// one on node 2 in the same network over VXLAN; a security group rule on
+// one on node 2 in the same network (the default VPC, a subnet per zone)
+// over VXLAN; a security group rule on
 // the second blocks and opens that traffic; node 2 losing its agent and
 // its link is marked down and its instance impaired, and restoring both
 // reconciles without losing or duplicating the instance.
@@ -258,6 +255,10 @@ func TestClusterOverlay(t *testing.T) {
 	a := c.launchOn(t, "node1", &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
 		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), SecurityGroupIds: []string{client}, UserData: aws.String(encode64(probe))})
 	aID := aws.ToString(a.InstanceId)
+	if aws.ToString(a.SubnetId) == aws.ToString(b.SubnetId) {
+		t.Errorf("%s and %s share subnet %s: want one per zone", aID, bID, aws.ToString(a.SubnetId))
+	}
+	t.Logf("a %s (%s) on node1, b %s (%s) on node2", aID, aws.ToString(a.PrivateIpAddress), bID, bIP)
 
 	waitState(t, c.Cloud, aID, types.InstanceStateNameRunning, 2*time.Minute)
 	waitState(t, c.Cloud, bID, types.InstanceStateNameRunning, 2*time.Minute)
