@@ -177,7 +177,10 @@ func (h *Host) ensureOverlay(br *bridgeNet, vni int) error {
 	}
 	if !h.underlay.IsValid() || !h.underlay.Is4() {
 		if !h.warnedLocal {
-			h.log.Warn("no IPv4 underlay address: networks stay on this node (set the node's --address)", "bridge", br.name)
+			// Fine for a single node (clipper up); with several, their
+			// instances cannot reach each other.
+			h.log.Info("no IPv4 underlay address: networks stay on this node (set the node's --address to join others)",
+				"bridge", br.name)
 			h.warnedLocal = true
 		}
 		return nil
