@@ -66,8 +66,8 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	if err := prepareDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "clipper.db"))
 	if err != nil {
@@ -118,6 +118,23 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	c.apiHandler(blobs)
 	ok = true
 	return c, nil
+}
+
+// prepareDataDir makes the data directory private: the database holds the
+// admin secret in the clear (SigV4 needs it); the store keeps its own files
+// 0600 as well. A previous run's aws.env is removed: it is written again only once the
+// API answers, so its presence means "ready".
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "aws.env")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	return nil
 }
 
 func atoiOr(s string) int {

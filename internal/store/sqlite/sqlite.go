@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -120,6 +121,9 @@ func dsn(path string, write bool) string {
 // Open opens (creating if needed) the database at path and migrates it to
 // the latest schema version.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := privateFile(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
 	w, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -138,6 +142,23 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
 	return &Store{w: w, r: r, ws: newStmtCache(w), rs: newStmtCache(r)}, nil
+}
+
+// privateFile creates the database file 0600, or makes an existing one so.
+// SQLite gives its -wal and -shm files the database file's mode, so they
+// follow; the file holds secrets (access keys).
+func privateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close closes the database.
