@@ -1,10 +1,12 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -244,14 +246,34 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 	return res, nil
 }
 
+// sameLaunch tells whether a retried RunInstances asks for what the first
+// call launched (EC2 answers IdempotentParameterMismatch otherwise). Only
+// what the caller chose is compared: an empty zone, subnet or group list
+// took defaults the first time too.
+func sameLaunch(first model.Instance, in RunInput, n int) bool {
+	if first.ImageID != in.ImageID || first.InstanceType != in.InstanceType || n < in.MinCount || n > in.MaxCount ||
+		first.KeyName != in.KeyName || !bytes.Equal(first.UserData, in.UserData) {
+		return false
+	}
+	if (in.Zone != "" && first.Zone != in.Zone) || (in.SubnetID != "" && first.SubnetID != in.SubnetID) {
+		return false
+	}
+	return len(in.GroupIDs) == 0 || slices.Equal(sortedCopy(first.Groups), sortedCopy(in.GroupIDs))
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
+
 // replayRun answers a retried RunInstances with the original reservation.
 func (s *Service) replayRun(tx store.Tx, c Caller, r model.Reservation, in RunInput, res *Reservation) error {
 	insts, err := tx.ListInstances(store.InstanceQuery{ReservationID: r.ID})
 	if err != nil {
 		return err
 	}
-	if len(insts) > 0 && (insts[0].ImageID != in.ImageID || insts[0].InstanceType != in.InstanceType ||
-		len(insts) < in.MinCount || len(insts) > in.MaxCount) {
+	if len(insts) > 0 && !sameLaunch(insts[0], in, len(insts)) {
 		return model.Errorf(model.KindParameterCombination, "idempotency", in.ClientToken,
 			"Arguments on this idempotent request are inconsistent with arguments used in previous request(s).")
 	}
