@@ -130,6 +130,9 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 	}
 	if spec.BaseImage != "" {
 		spec.BaseFormat = d.Image.DiskFormat
+		if int64(d.DiskGiB)<<30 > d.Image.DiskSize {
+			spec.DiskSizeMiB = d.DiskGiB << 10
+		}
 	}
 	if spec.Kernel != "" {
 		spec.Cmdline = d.Image.Cmdline

@@ -165,12 +165,15 @@ type InstanceMetadata struct {
 
 // DesiredInstance is everything a node needs to converge one VM.
 type DesiredInstance struct {
-	ID              string              `json:"id"`
-	Rev             int64               `json:"rev"`
-	Power           model.Power         `json:"power"`
-	RebootSeq       int                 `json:"reboot_seq"`
-	VCPUs           int                 `json:"vcpus"`
-	MemoryMiB       int                 `json:"memory_mib"`
+	ID        string      `json:"id"`
+	Rev       int64       `json:"rev"`
+	Power     model.Power `json:"power"`
+	RebootSeq int         `json:"reboot_seq"`
+	VCPUs     int         `json:"vcpus"`
+	MemoryMiB int         `json:"memory_mib"`
+	// DiskGiB is the root disk size of an image with a disk: the larger of
+	// the image's size and the instance type's.
+	DiskGiB         int                 `json:"disk_gib,omitempty"`
 	Image           model.ImageManifest `json:"image"`
 	ImageID         string              `json:"image_id"`
 	Network         Network             `json:"network"`

@@ -175,7 +175,7 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 			}
 		}
 		typ := s.types[in.InstanceType]
-		diskGiB := int((img.Manifest.DiskSize + 1<<30 - 1) >> 30)
+		diskGiB := rootDiskGiB(img.Manifest, typ)
 		sn, err := s.subnetFor(tx, c.AccountID, in.Zone, in.SubnetID)
 		if err != nil {
 			return err
@@ -244,6 +244,16 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 	}
 	s.notify.NodesChanged(dedupe(nodes)...)
 	return res, nil
+}
+
+// rootDiskGiB is the root disk an instance gets: an image with a disk is
+// grown to the instance type's disk size when it is smaller; a kernel-only
+// image has no disk.
+func rootDiskGiB(m model.ImageManifest, typ model.InstanceType) int {
+	if m.Disk.IsZero() {
+		return 0
+	}
+	return max(int((m.DiskSize+1<<30-1)>>30), typ.DiskGiB)
 }
 
 // sameLaunch tells whether a retried RunInstances asks for what the first

@@ -256,7 +256,7 @@ type desiredCache struct {
 
 func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCache) (nodeproto.DesiredInstance, error) {
 	di := nodeproto.DesiredInstance{ID: i.ID, Rev: i.Rev, Power: i.Power, RebootSeq: i.RebootSeq,
-		VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB, ImageID: i.ImageID, StopGrace: s.cfg.StopGrace}
+		VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB, DiskGiB: i.DiskGiB, ImageID: i.ImageID, StopGrace: s.cfg.StopGrace}
 	if i.State == model.StateTerminated {
 		di.Power = model.PowerAbsent
 		return di, nil
