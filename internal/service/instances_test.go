@@ -7,6 +7,7 @@ import (
 
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/store"
 )
 
 // TestTerminatedStayAnHour: a terminated instance stays visible for the
@@ -82,5 +83,43 @@ func TestClientTokenComparesArguments(t *testing.T) {
 	again, err := f.svc.RunInstances(ctx, f.caller, in)
 	if err != nil || again.ID != first.ID || len(again.Instances) != len(first.Instances) {
 		t.Fatalf("identical retry: %v %v", again.ID, err)
+	}
+}
+
+// TestRootDiskFollowsInstanceType: an image with a 1 GiB disk launched as a
+// type with an 8 GiB disk gets 8 GiB, which the node is told; a kernel-only
+// image gets no disk.
+func TestRootDiskFollowsInstanceType(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	disk := model.BlobRef{SHA256: sha64("b"), Size: 1 << 20}
+	manifest := []byte(`{"kernel":{"SHA256":"` + sha64("a") + `","Size":10},"disk":{"SHA256":"` + sha64("b") +
+		`","Size":1048576},"disk_format":"qcow2","disk_virtual_size":1073741824,"machine":"microvm"}`)
+	f.svc.blobs.(memBlobs)[sha64("e")] = manifest
+	if err := f.st.Update(ctx, func(tx store.Tx) error { return tx.PutBlob(disk) }); err != nil {
+		t.Fatal(err)
+	}
+	img, err := f.svc.RegisterImage(ctx, f.caller, RegisterInput{Name: "with-disk", Location: ManifestPrefix + sha64("e")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.svc.RunInstances(ctx, f.caller, RunInput{ImageID: img.ID, InstanceType: "t3.micro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernelOnly, err := f.svc.RunInstances(ctx, f.caller, RunInput{ImageID: f.image, InstanceType: "t3.micro"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.svc.NodeDesired(ctx, f.node, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, di := range d.Instances {
+		got[di.ID] = di.DiskGiB
+	}
+	if got[res.Instances[0].ID] != 8 || got[kernelOnly.Instances[0].ID] != 0 {
+		t.Fatalf("disk sizes told to the node: %v", got)
 	}
 }
