@@ -5,6 +5,10 @@
 #   initrd.img  a busybox initramfs (cpio newc, gzip) whose init is
 #               scripts/guest/init; the virtio, evdev and ACPI button modules
 #               come from the same kernel package
+#   disk.qcow2  the same guest as a whole-disk image that firmware boots: a
+#               FAT volume with SYSLINUX in its boot sector, the compressed
+#               kernel and the initramfs (no partition table: SeaBIOS runs
+#               the volume's boot sector like a USB stick's)
 # The kernel comes from `apt-get download` of the package linux-image-amd64
 # depends on; nothing is installed. A stamp (hash of this script, the guest
 # files and busybox) makes a second run a no-op.
@@ -32,11 +36,13 @@ exec 9>"$out/.lock"
 flock 9
 
 stamp=$( (cat "$0"; for f in "$guest"/*; do echo "$f"; cat "$f"; done; cat "$busybox") | sha256sum | cut -d' ' -f1)
-if [ -s "$out/vmlinux" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
+if [ -s "$out/vmlinux" ] && [ -s "$out/initrd.img" ] && [ -s "$out/disk.qcow2" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
   exit 0
 fi
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed' ||
-  die "busybox-static is not installed (make deps installs it)"
+for p in busybox-static syslinux mtools dosfstools qemu-utils; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+    die "$p is not installed (make deps installs it)"
+done
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -129,8 +135,22 @@ echo "$kver" >"$root/etc/clipper-kernel"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -6 -n >"$work/initrd.img"
 
+# --- the whole-disk image -------------------------------------------------
+# mtools writes into the FAT image and syslinux installs itself through
+# mtools, so nothing is mounted.
+printf '%s\n' 'DEFAULT guest' 'PROMPT 0' 'TIMEOUT 0' 'LABEL guest' '  KERNEL vmlinuz' '  INITRD initrd.img' \
+  '  APPEND console=ttyS0 quiet panic=-1' >"$work/syslinux.cfg"
+fat_kib=$((($(stat -c %s "$vmlinuz") + $(stat -c %s "$work/initrd.img")) / 1024 + 4096))
+mkfs.fat -n CLIPPER -C "$work/disk.raw" "$fat_kib" >/dev/null
+mcopy -i "$work/disk.raw" "$vmlinuz" ::vmlinuz
+mcopy -i "$work/disk.raw" "$work/initrd.img" ::initrd.img
+mcopy -i "$work/disk.raw" "$work/syslinux.cfg" ::syslinux.cfg
+syslinux --install "$work/disk.raw"
+qemu-img convert -O qcow2 "$work/disk.raw" "$work/disk.qcow2"
+
 mv "$work/vmlinux" "$out/vmlinux"
+mv "$work/disk.qcow2" "$out/disk.qcow2"
 mv "$work/initrd.img" "$out/initrd.img"
 echo "$kver" >"$out/kernel.version"
 echo "$stamp" >"$out/.stamp"
-echo "build-guest: $out/vmlinux ($kver) and $out/initrd.img"
+echo "build-guest: $out/vmlinux ($kver), $out/initrd.img and $out/disk.qcow2"

@@ -9,6 +9,7 @@ pkgs=(
   nftables iptables iproute2
   awscli
   busybox-static cpio xz-utils zstd kmod
+  syslinux syslinux-common mtools dosfstools
   genisoimage
   iputils-tracepath iputils-ping iperf3
   openssl ca-certificates

@@ -139,6 +139,10 @@ func testLifecycle(t *testing.T, h Harness) {
 	if st.PID != 0 {
 		t.Fatalf("stopped with a PID: %+v", st)
 	}
+	// The guest listens to the power button, so the stop was graceful.
+	if st.ExitReason != "guest powered off" {
+		t.Fatalf("graceful stop ended with %q", st.ExitReason)
+	}
 	if err := d.Stop(ctx, id, h.Boot); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}

@@ -266,8 +266,9 @@ func (d *Driver) stop(ctx context.Context, id string, grace time.Duration) error
 	if pid == 0 {
 		return nil
 	}
-	reason := "stopped"
+	reason := "stopped by force: no graceful stop asked"
 	if grace > 0 {
+		reason = fmt.Sprintf("stopped by force: the guest did not power off within %s", grace)
 		if c, err := d.conn(ctx, id); err == nil {
 			if _, err := c.Execute(ctx, "system_powerdown", nil); err == nil {
 				// A guest still booting has no one listening to the button
@@ -276,7 +277,11 @@ func (d *Driver) stop(ctx context.Context, id string, grace time.Duration) error
 				press := time.Now().Add(powerdownRepeat)
 				for time.Now().Before(deadline) && ctx.Err() == nil {
 					st, err := d.runState(ctx, id)
-					if err != nil || st == "shutdown" {
+					if err != nil {
+						reason = "stopped by force: QMP stopped answering: " + err.Error()
+						break
+					}
+					if st == "shutdown" {
 						reason = "guest powered off"
 						break
 					}

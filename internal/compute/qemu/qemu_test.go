@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -170,4 +171,77 @@ func TestBadKernelFailsWithReason(t *testing.T) {
 		t.Fatalf("status after failure: %+v", st)
 	}
 	t.Logf("reason: %s", st.ExitReason)
+}
+
+// TestStopForcesAGuestThatIgnoresTheButton: a guest without acpid never
+// powers off, so Stop ends QEMU after the grace period and says so.
+func TestStopForcesAGuestThatIgnoresTheButton(t *testing.T) {
+	requireQEMU(t)
+	guest := guestDir(t)
+	dir := t.TempDir()
+	t.Cleanup(func() { killAll(t, dir) })
+	d := newDriver(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	id := "i-0deaf00000000001"
+	if err := d.Create(ctx, compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, Kernel: filepath.Join(guest, "vmlinux"),
+		Initrd: filepath.Join(guest, "initrd.img"), Cmdline: "console=ttyS0 quiet clipper.acpi=off"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	computetest.WaitConsole(t, d, id, "CLIPPER-GUEST-READY", 1, time.Minute)
+	pid := d.livePID(id)
+	if err := d.Stop(ctx, id, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Status(ctx, id)
+	if err != nil || st.State != compute.StateStopped || st.PID != 0 {
+		t.Fatalf("after a forced stop: %+v %v", st, err)
+	}
+	if want := "stopped by force: the guest did not power off within 2s"; st.ExitReason != want {
+		t.Fatalf("exit reason %q, want %q", st.ExitReason, want)
+	}
+	if isInstanceProcess(pid, id) {
+		t.Fatalf("QEMU %d still runs", pid)
+	}
+}
+
+// TestFirmwareBootsAWholeDiskImage boots the test guest's whole-disk image
+// (SYSLINUX on a FAT volume) through SeaBIOS on q35, with no kernel given,
+// and stops it through ACPI.
+func TestFirmwareBootsAWholeDiskImage(t *testing.T) {
+	requireQEMU(t)
+	disk := filepath.Join(guestDir(t), "disk.qcow2")
+	if _, err := os.Stat(disk); err != nil {
+		t.Skipf("no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { killAll(t, dir) })
+	d := newDriver(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	id := "i-0d15c00000000002"
+	spec := compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, BaseImage: disk, BaseFormat: "qcow2", DiskSizeMiB: 128}
+	if err := d.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if args := strings.Join(d.Command(spec), " "); !strings.Contains(args, "-machine q35") || strings.Contains(args, "-kernel") {
+		t.Fatalf("not a firmware boot: %s", args)
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", d.path(id, overlayFile)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"virtual-size": 134217728`) {
+		t.Fatalf("overlay not grown to 128 MiB: %v: %s", err, out)
+	}
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	computetest.WaitConsole(t, d, id, "CLIPPER-GUEST-READY", 1, 2*time.Minute)
+	if err := d.Stop(ctx, id, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.Status(ctx, id); st.State != compute.StateStopped || st.ExitReason != "guest powered off" {
+		t.Fatalf("after stop: %+v", st)
+	}
 }
