@@ -123,7 +123,15 @@ func diskInfo(path string) (format string, size int64, err error) {
 	var hdr [32]byte
 	n, err := io.ReadFull(f, hdr[:])
 	if err == nil && string(hdr[:4]) == "QFI\xfb" {
-		return "qcow2", int64(binary.BigEndian.Uint64(hdr[24:32])), nil
+		// A qcow2 overlay needs its backing file, which nodes never get.
+		if binary.BigEndian.Uint64(hdr[8:16]) != 0 {
+			return "", 0, fmt.Errorf("%s has a backing file: flatten it first (qemu-img convert -O qcow2 %s flat.qcow2)", path, path)
+		}
+		size := int64(binary.BigEndian.Uint64(hdr[24:32]))
+		if size <= 0 {
+			return "", 0, fmt.Errorf("%s: qcow2 header gives no disk size", path)
+		}
+		return "qcow2", size, nil
 	}
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return "", 0, err
