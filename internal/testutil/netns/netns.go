@@ -169,6 +169,9 @@ type Proc struct {
 	out  bytes.Buffer
 	line chan string
 	done chan struct{}
+
+	waitOnce sync.Once
+	waitErr  error
 }
 
 // Start runs argv inside the namespace in the background. Its standard
@@ -194,8 +197,7 @@ func (n *NS) Start(argv ...string) *Proc {
 	t := n.t
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-p.done
-		_ = p.cmd.Wait()
+		_ = p.Wait()
 		if t.Failed() {
 			t.Logf("netns %s: %s: stderr:\n%s", n.Name, strings.Join(argv, " "), p.Stderr())
 		}
@@ -232,6 +234,14 @@ func (p *Proc) WaitFor(ctx context.Context, s string) error {
 
 // Done is closed when the process has exited (its output is closed).
 func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the process to exit and returns how it ended (an
+// *exec.ExitError for a non-zero status or a signal).
+func (p *Proc) Wait() error {
+	<-p.done
+	p.waitOnce.Do(func() { p.waitErr = p.cmd.Wait() })
+	return p.waitErr
+}
 
 // PID is the process ID of the background process.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
