@@ -46,6 +46,7 @@ var codes = map[model.Kind]map[string]string{
 		model.ResInstance:    "InvalidInstanceID.Malformed",
 		model.ResImage:       "InvalidAMIID.Malformed",
 		model.ResKeyPair:     "InvalidKeyPair.Format",
+		model.ResPublicKey:   "InvalidKey.Format",
 		model.ResTag:         "InvalidID",
 		model.ResGroup:       "InvalidGroupId.Malformed",
 		model.ResAllocation:  "InvalidAllocationID.Malformed",

@@ -46,17 +46,18 @@ var (
 
 // Resource names used in errors (and mapped to EC2 codes).
 const (
-	ResInstance = "instance"
-	ResImage    = "image"
-	ResKeyPair  = "keypair"
-	ResNode     = "node"
-	ResTag      = "tag"
-	ResToken    = "token" // paging token
-	ResUpload   = "upload"
-	ResAccount  = "account"
-	ResType     = "instancetype"
-	ResZone     = "zone"
-	ResFilter   = "filter"
+	ResInstance  = "instance"
+	ResImage     = "image"
+	ResKeyPair   = "keypair"
+	ResPublicKey = "publickey"
+	ResNode      = "node"
+	ResTag       = "tag"
+	ResToken     = "token" // paging token
+	ResUpload    = "upload"
+	ResAccount   = "account"
+	ResType      = "instancetype"
+	ResZone      = "zone"
+	ResFilter    = "filter"
 )
 
 // Error is a domain error: a kind, the resource it concerns, and a message

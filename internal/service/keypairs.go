@@ -112,31 +112,36 @@ func (s *Service) CreateKeyPair(ctx context.Context, c Caller, name, keyType, fo
 	return out, err
 }
 
+// badPublicKey is EC2's InvalidKey.Format.
+func badPublicKey(format string, args ...any) error {
+	return model.Errorf(model.KindMalformed, model.ResPublicKey, "PublicKeyMaterial", format, args...)
+}
+
 // ParsePublicKey reads an OpenSSH public key (authorized_keys line) as
 // ImportKeyPair accepts it, and returns its type and EC2 fingerprint.
 func ParsePublicKey(material []byte) (pub ssh.PublicKey, typ, fingerprint string, err error) {
 	if len(material) == 0 || len(material) > 16*1024 {
-		return nil, "", "", model.InvalidParam("PublicKeyMaterial", "Key is not in valid OpenSSH public key format")
+		return nil, "", "", badPublicKey("Key is not in valid OpenSSH public key format")
 	}
 	pub, _, _, _, perr := ssh.ParseAuthorizedKey(material)
 	if perr != nil {
-		return nil, "", "", model.InvalidParam("PublicKeyMaterial", "Key is not in valid OpenSSH public key format")
+		return nil, "", "", badPublicKey("Key is not in valid OpenSSH public key format")
 	}
 	switch pub.Type() {
 	case ssh.KeyAlgoRSA:
 		cpk, ok := pub.(ssh.CryptoPublicKey)
 		if !ok {
-			return nil, "", "", model.InvalidParam("PublicKeyMaterial", "Key is not in valid OpenSSH public key format")
+			return nil, "", "", badPublicKey("Key is not in valid OpenSSH public key format")
 		}
 		if rk, ok := cpk.CryptoPublicKey().(*rsa.PublicKey); !ok || rk.N.BitLen() < 1024 || rk.N.BitLen() > 16384 {
-			return nil, "", "", model.InvalidParam("PublicKeyMaterial", "RSA keys must be 1024 to 16384 bits")
+			return nil, "", "", badPublicKey("RSA keys must be 1024 to 16384 bits")
 		}
 		sum := md5.Sum(pub.Marshal())
 		return pub, "rsa", colonHex(sum[:]), nil
 	case ssh.KeyAlgoED25519:
 		return pub, "ed25519", sha256Fingerprint(pub), nil
 	}
-	return nil, "", "", model.InvalidParam("PublicKeyMaterial", "Key type %s is not supported; use rsa or ed25519", pub.Type())
+	return nil, "", "", badPublicKey("Key type %s is not supported; use rsa or ed25519", pub.Type())
 }
 
 // ImportKeyPair registers a public key.
