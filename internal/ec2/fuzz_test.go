@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clipper-cloud/clipper/internal/image"
 	"github.com/clipper-cloud/clipper/internal/service"
 	"github.com/clipper-cloud/clipper/internal/store/sqlite"
 )
@@ -33,7 +34,11 @@ func newUnitHandler(t testing.TB) *Handler {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	svc, err := service.New(st, service.DefaultConfig(), nil, nil, log)
+	blobs, err := image.NewBlobs(filepath.Join(t.TempDir(), "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := service.New(st, service.DefaultConfig(), blobs, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +66,7 @@ func FuzzRequest(f *testing.F) {
 		"Action=DescribeTags&Filter.1.Name=key&Filter.1.Value.1=N*",
 		"Action=DescribeImages&Owner.1=self&ImageId.1=ami-12345678",
 		"Action=RegisterImage&Name=abc&ImageLocation=sha256:00",
+		"Action=RegisterImage&Name=abc&ImageLocation=sha256:"+strings.Repeat("ab", 32),
 		"Action=StopInstances&InstanceId.1=i-1&Force=true",
 		"Action=GetConsoleOutput&InstanceId=i-0123456789abcdef0",
 		"Action=DescribeInstanceTypes&InstanceType.1=t3.micro",
