@@ -18,6 +18,8 @@ echo "== $(qemu-system-x86_64 --version | head -1)"
 echo
 echo "== control plane (fake driver, real SQLite store, EC2 API over HTTP)"
 go test -run '^$' -bench 'BenchmarkLaunch' -benchtime 1x ./internal/controller/ | grep -E '^Benchmark'
+echo "   store: fsync'd writes from 50 goroutines, group-committed (ns per write)"
+go test -run '^$' -bench 'BenchmarkConcurrentWrites' ./internal/store/sqlite/ | grep -E '^Benchmark'
 echo
 echo "== scheduler: 10,000 instances on 1,000 nodes through RunInstances (real store), and SigV4"
 go test -run '^$' -bench 'BenchmarkSchedule' -benchtime 1x ./internal/service/ | grep -E '^Benchmark'

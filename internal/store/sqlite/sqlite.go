@@ -31,6 +31,11 @@ type Store struct {
 	r  *sql.DB // readers
 	ws *stmtCache
 	rs *stmtCache
+
+	writes     chan *writeReq // to the writer goroutine (writer.go)
+	closing    chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
 }
 
 // stmtCache keeps prepared statements by SQL text, so that SQLite parses
@@ -141,7 +146,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(8)
 	r.SetMaxIdleConns(8)
-	return &Store{w: w, r: r, ws: newStmtCache(w), rs: newStmtCache(r)}, nil
+	s := &Store{w: w, r: r, ws: newStmtCache(w), rs: newStmtCache(r),
+		writes: make(chan *writeReq, maxBatch), closing: make(chan struct{}), writerDone: make(chan struct{})}
+	go s.writer()
+	return s, nil
 }
 
 // privateFile creates the database file 0600, or makes an existing one so.
@@ -161,41 +169,24 @@ func privateFile(path string) error {
 	return nil
 }
 
-// Close closes the database.
+// Close closes the database; writes still queued fail.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	<-s.writerDone
 	s.ws.close()
 	s.rs.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
-// Update runs fn in a write transaction and commits it if fn returns nil.
-func (s *Store) Update(ctx context.Context, fn func(store.Tx) error) error {
-	return s.run(ctx, s.w, s.ws, fn, true)
-}
-
 // View runs fn in a read-only snapshot.
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
-	return s.run(ctx, s.r, s.rs, fn, false)
-}
-
-func (s *Store) run(ctx context.Context, db *sql.DB, stmts *stmtCache, fn func(store.Tx) error, write bool) error {
-	sqlTx, err := db.BeginTx(ctx, nil)
+	sqlTx, err := s.r.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	t := &tx{ctx: ctx, tx: sqlTx, stmts: stmts}
-	defer stmts.preparePending(context.WithoutCancel(ctx))
-	if err := fn(t); err != nil {
-		_ = sqlTx.Rollback()
-		return err
-	}
-	if !write {
-		return sqlTx.Rollback()
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	defer s.rs.preparePending(context.WithoutCancel(ctx))
+	defer sqlTx.Rollback()
+	return fn(&tx{ctx: ctx, tx: sqlTx, stmts: s.rs})
 }
 
 // migration is one numbered schema step.
