@@ -179,7 +179,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		c.every(loopCtx, time.Second, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
+		c.every(loopCtx, service.HealthCheckInterval, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
 	}()
 	if err := c.announce(ctx); err != nil {
 		stopLoops()
