@@ -92,6 +92,8 @@ type Tx interface {
 	GetNode(id string) (model.Node, error)
 	GetNodeByName(name string) (model.Node, error)
 	ListNodes() ([]model.Node, error)
+	// DeleteNode forgets a node (clipper node rm): its name is free again.
+	DeleteNode(id string) error
 
 	PutConsole(c model.Console) error
 	GetConsole(instanceID string) (model.Console, error)
