@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,7 +200,9 @@ func TestTokenListAndRevoke(t *testing.T) {
 // --force, which terminates them with a reason that names the node and
 // deletes the forwards the node carried.
 func TestForceRemoveTerminates(t *testing.T) {
-	c := cloud.Start(t, cloud.Options{})
+	c := cloud.Start(t, cloud.Options{Service: func(sc *service.Config) {
+		sc.PublicPools = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	}})
 	ctx := context.Background()
 	ami := c.ImportImage(t, "guest")
 	run, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})

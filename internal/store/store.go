@@ -121,6 +121,7 @@ type AddressTx interface {
 	InsertForward(f model.Forward) error
 	DeleteForward(id string) error
 	GetForward(id string) (model.Forward, error)
+	// ListForwards lists an account's forwards (every account's for "").
 	ListForwards(accountID string) ([]model.Forward, error)
 	NodeForwards(nodeID string) ([]model.Forward, error)
 }
