@@ -169,6 +169,9 @@ type Proc struct {
 	out  bytes.Buffer
 	line chan string
 	done chan struct{}
+
+	waitOnce sync.Once
+	waitErr  error
 }
 
 // Start runs argv inside the namespace in the background. Its standard
@@ -194,8 +197,7 @@ func (n *NS) Start(argv ...string) *Proc {
 	t := n.t
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-p.done
-		_ = p.cmd.Wait()
+		_ = p.Wait()
 		if t.Failed() {
 			t.Logf("netns %s: %s: stderr:\n%s", n.Name, strings.Join(argv, " "), p.Stderr())
 		}
@@ -228,6 +230,16 @@ func (p *Proc) WaitFor(ctx context.Context, s string) error {
 			return fmt.Errorf("netns: waiting for %q: %w", s, ctx.Err())
 		}
 	}
+}
+
+// Wait waits for the process to exit and returns what exec.Cmd.Wait says
+// (an *exec.ExitError for a non-zero status); it may be called again.
+func (p *Proc) Wait() error {
+	p.waitOnce.Do(func() {
+		<-p.done
+		p.waitErr = p.cmd.Wait()
+	})
+	return p.waitErr
 }
 
 // Done is closed when the process has exited (its output is closed).
