@@ -44,7 +44,7 @@ func (c *cluster) who(addr string, timeout time.Duration) (string, error) {
 }
 
 // waitWho waits until addr answers the router with want.
-func (c *cluster) waitWho(t *testing.T, addr, want string, within time.Duration) {
+func (c *cluster) waitWho(t testing.TB, addr, want string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var got string
@@ -86,14 +86,14 @@ func (c *cluster) neighMAC(ip string) string {
 }
 
 // mac is the address of a node's uplink.
-func (n *clusterNode) mac(t *testing.T) string {
+func (n *clusterNode) mac(t testing.TB) string {
 	t.Helper()
 	out := n.ns.Run("cat", "/sys/class/net/eth0/address")
 	return strings.TrimSpace(out)
 }
 
 // allowFromInternet opens tcp 80 of a group to the router's address.
-func (c *cluster) allowFromInternet(t *testing.T, group string) {
+func (c *cluster) allowFromInternet(t testing.TB, group string) {
 	t.Helper()
 	_, err := c.EC2.AuthorizeSecurityGroupIngress(context.Background(), &ec2.AuthorizeSecurityGroupIngressInput{GroupId: aws.String(group),
 		IpPermissions: []types.IpPermission{{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(80), ToPort: aws.Int32(80),

@@ -50,7 +50,7 @@ type clusterNode struct {
 	proc            *netns.Proc
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	ctrl := netns.New(t, "ctl")
 	c := &cluster{Cloud: &Cloud{NS: ctrl, Dir: t.TempDir(), procs: map[string]*netns.Proc{}},
@@ -105,7 +105,7 @@ func cmdOutput(argv ...string) (string, error) {
 }
 
 // startNode runs (or runs again) a node's agent.
-func (c *cluster) startNode(t *testing.T, n *clusterNode) {
+func (c *cluster) startNode(t testing.TB, n *clusterNode) {
 	t.Helper()
 	token := filepath.Join(c.Dir, "join-token")
 	if _, err := os.Stat(token); err != nil {
@@ -117,7 +117,7 @@ func (c *cluster) startNode(t *testing.T, n *clusterNode) {
 }
 
 // nodeStates reads `clipper node ls`: name -> state.
-func (c *cluster) nodeStates(t *testing.T) map[string]string {
+func (c *cluster) nodeStates(t testing.TB) map[string]string {
 	t.Helper()
 	out, err := c.Output(t, clipperBin, "node", "ls")
 	states := map[string]string{}
@@ -133,7 +133,7 @@ func (c *cluster) nodeStates(t *testing.T) map[string]string {
 }
 
 // waitNodes waits until each named node is in its state.
-func (c *cluster) waitNodes(t *testing.T, want map[string]string, within time.Duration) time.Duration {
+func (c *cluster) waitNodes(t testing.TB, want map[string]string, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var got map[string]string
@@ -153,7 +153,7 @@ func (c *cluster) waitNodes(t *testing.T, want map[string]string, within time.Du
 }
 
 // launchOn starts an instance on one node (in the node's zone).
-func (c *cluster) launchOn(t *testing.T, node string, in *ec2.RunInstancesInput) types.Instance {
+func (c *cluster) launchOn(t testing.TB, node string, in *ec2.RunInstancesInput) types.Instance {
 	t.Helper()
 	in.Placement = &types.Placement{AvailabilityZone: aws.String(c.nodes[node].zone)}
 	out, err := c.EC2.RunInstances(context.Background(), in)
