@@ -358,3 +358,24 @@ func TestListAndDeleteTokens(t *testing.T) {
 		t.Fatalf("deleting an expired token: %v", err)
 	}
 }
+
+// FuzzCSRName feeds the join request's CSR parser (what a joining node
+// sends) arbitrary bytes: it must answer a valid node name or an error.
+func FuzzCSRName(f *testing.F) {
+	_, csr, err := NewKeyAndCSR("node1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, bad, _ := NewKeyAndCSR("bad name")
+	f.Add(csr)
+	f.Add(bad)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"))
+	f.Add([]byte{0x30, 0x82, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, err := CSRName(b)
+		if err == nil && !ValidNodeName(name) {
+			t.Fatalf("CSRName accepted %q", name)
+		}
+	})
+}
