@@ -8,6 +8,8 @@
 #   security groups: nft apply time for 10 and 1,000 CIDR rules, and TCP
 #     throughput and connection rate between two instances on one node
 #     bridge with those rules, next to a bare Linux bridge;
+#   elastic IP moves: the node's share alone, and AssociateAddress to the
+#     first connection reaching a VM on the other node of a cluster;
 #   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
 # SKIP_DOCTOR=1 leaves out the doctor part (it takes ~8 minutes, mostly tracepath).
 set -euo pipefail
@@ -31,8 +33,12 @@ go test -run '^$' -bench 'BenchmarkGroupApply' -benchtime 1s ./internal/network/
 go test -run '^$' -bench 'BenchmarkThroughput|BenchmarkConnRate' -benchtime 1x -timeout 10m ./internal/network/ | grep -E '^(Benchmark|BUG)'
 echo "== overlay: iperf3 between namespace instances on two nodes over VXLAN vs the same two routed over the bare underlay (median of 5)"
 go test -run '^$' -bench 'BenchmarkOverlayThroughput' -benchtime 1x -timeout 5m ./internal/network/ | grep -E '^(Benchmark|BUG)'
-echo "== elastic IP move: Attach with the new PublicIP -> first TCP connect from outside reaches the new instance (20 moves)"
-go test -run '^$' -bench 'BenchmarkEIPMove' -benchtime 20x ./internal/network/ | grep -E '^(Benchmark|BUG)'
+echo "== elastic IP move, node side only: the node's Attach with the new PublicIP -> first TCP connect from outside"
+echo "   reaches the new instance, two namespace instances on one node, no controller (20 moves)"
+go test -run '^$' -bench 'BenchmarkEIPMove$' -benchtime 20x ./internal/network/ | grep -E '^(Benchmark|BUG)'
+echo "== elastic IP move, end to end: AssociateAddress -> first TCP connect from the router namespace reaches the"
+echo "   new instance, a real VM on the other node of a two-node cluster (10 moves; api-ms is the API call alone)"
+go test -run '^$' -bench 'BenchmarkEIPMoveAcrossNodes' -benchtime 1x -timeout 10m ./test/e2e/ | grep -E '^(Benchmark|BUG)'
 echo
 echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
 go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'

@@ -103,6 +103,7 @@ install -m 0755 "$guest/init" "$root/init"
 install -m 0755 "$guest/clipper-net" "$guest/clipper-banner" "$root/sbin/"
 install -m 0755 "$guest/udhcpc.script" "$root/etc/udhcpc.script"
 install -m 0755 "$guest/acpi-power" "$root/etc/acpi/PWRF/00000080"
+install -D -m 0755 "$guest/who.cgi" "$root/www/cgi-bin/who"
 
 # Modules go in flat, in dependency order (modinfo's depends field).
 declare -A modpath=() loaded=()

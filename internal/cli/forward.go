@@ -28,6 +28,9 @@ func newForwardCreateCmd() *cobra.Command {
 		Short: "Forward connections to an address of a node to another address",
 		Long: `Forward connections to PUBLIC_IP:PORT, on the node that carries the forward,
 to ADDR:PORT: an instance's private address or any address the node reaches.
+PUBLIC_IP is an address of the public pool that is not an elastic IP; each
+protocol, address and port is forwarded once, and all the forwards of one
+address are on one node (it answers ARP for it).
 The node translates the destination (DNAT) and the source (MASQUERADE), so
 answers come back through it. Traffic to an instance still passes its
 security groups. The node is the one that hosts the target instance unless
@@ -62,9 +65,10 @@ security groups. The node is the one that hosts the target instance unless
 func newForwardLsCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "ls",
-		Short: "List port forwards",
-		Args:  cobra.NoArgs,
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List port forwards",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.client()
 			if err != nil {
@@ -89,9 +93,10 @@ func newForwardLsCmd() *cobra.Command {
 func newForwardRmCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
-		Use:   "rm ID...",
-		Short: "Delete port forwards",
-		Args:  cobra.MinimumNArgs(1),
+		Use:     "rm ID...",
+		Aliases: []string{"delete"},
+		Short:   "Delete port forwards",
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cf.client()
 			if err != nil {

@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,7 +11,7 @@ import (
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens for nodes"}
-	cmd.AddCommand(newTokenCreateCmd())
+	cmd.AddCommand(newTokenCreateCmd(), newTokenLsCmd(), newTokenRmCmd())
 	return cmd
 }
 
@@ -54,5 +55,85 @@ never expires (like DATA-DIR/join-token). Needs the admin credentials.`,
 	cf.add(cmd)
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid (0: no expiry)")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newTokenLsCmd() *cobra.Command {
+	var cf clientFlags
+	var output string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List join tokens (IDs and expiry; the secrets are not kept)",
+		Long: `List the join tokens that have not expired. The controller keeps only a hash
+of each secret, so a token cannot be shown again: its ID (the second field of
+clipper-join.<id>.<secret>.<pin>) names it. FILE marks the token in the
+controller's DATA-DIR/join-token. Needs the admin credentials.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output must be text or json")
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.JoinTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(ts)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tCREATED\tEXPIRES\tFILE")
+			for _, t := range ts {
+				exp, file := "never", ""
+				if !t.Expires.IsZero() {
+					exp = t.Expires.UTC().Format(time.RFC3339)
+				}
+				if t.File {
+					file = "join-token"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.ID, t.Created.UTC().Format(time.RFC3339), exp, file)
+			}
+			return w.Flush()
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newTokenRmCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:     "rm ID...",
+		Aliases: []string{"delete", "revoke"},
+		Short:   "Revoke join tokens",
+		Long: `Revoke join tokens by ID (see clipper token ls): no node can join with them
+any more. Nodes that already joined keep their certificates (remove those with
+clipper node rm). Revoking the token in the controller's DATA-DIR/join-token
+puts a new one there. Needs the admin credentials.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			for _, id := range args {
+				out, err := c.DeleteJoinToken(cmd.Context(), id)
+				if err != nil {
+					return fmt.Errorf("%s: %w", id, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", out.ID)
+				if out.NewFileToken != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "the controller's join-token file now holds token %s\n", out.NewFileToken)
+				}
+			}
+			return nil
+		},
+	}
+	cf.add(cmd)
 	return cmd
 }

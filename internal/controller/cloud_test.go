@@ -260,33 +260,45 @@ func TestClientTokenAndPaging(t *testing.T) {
 	}
 }
 
-// TestAgentRestartKeepsVMs stops the agent, restarts it over the same driver
-// state, and checks the VM was neither restarted nor duplicated.
+// TestAgentRestartKeepsVMs stops the agent, terminates one of its two
+// instances while it is away, restarts it over the same driver state, and
+// checks the reconciliation: the instance the controller still wants was
+// neither restarted nor duplicated, the terminated one's VM is deleted.
 func TestAgentRestartKeepsVMs(t *testing.T) {
 	c := cloud.Start(t, cloud.Options{})
 	ctx := context.Background()
 	ami := c.ImportImage(t, "guest")
-	run, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	run, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), MinCount: aws.Int32(2), MaxCount: aws.Int32(2)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := *run.Instances[0].InstanceId
-	c.WaitState(t, id, types.InstanceStateNameRunning, 10*time.Second)
+	keep, gone := *run.Instances[0].InstanceId, *run.Instances[1].InstanceId
+	c.WaitState(t, keep, types.InstanceStateNameRunning, 10*time.Second)
+	c.WaitState(t, gone, types.InstanceStateNameRunning, 10*time.Second)
 	n := c.Nodes[0]
-	before, err := n.Driver.Status(ctx, id)
+	before, err := n.Driver.Status(ctx, keep)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.Stop()
-	// While the agent is away, the instance is terminated by the user.
+	// While the agent is away, the user terminates one instance: it waits
+	// in shutting-down for its node to say the VM is gone.
+	term, err := c.EC2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{gone}})
+	if err != nil || term.TerminatingInstances[0].CurrentState.Name != types.InstanceStateNameShuttingDown {
+		t.Fatalf("terminate while the agent is away: %+v %v", term, err)
+	}
+	if _, err := n.Driver.Status(ctx, gone); err != nil {
+		t.Fatalf("the VM of %s went before its agent came back: %v", gone, err)
+	}
 	c.Nodes[0] = c.StartNode(t, "node1", n.Driver, n.Dir)
-	after, err := n.Driver.Status(ctx, id)
+	after, err := n.Driver.Status(ctx, keep)
 	if err != nil || after.PID != before.PID || !after.StartedAt.Equal(before.StartedAt) {
 		t.Fatalf("VM changed across agent restart: %+v -> %+v (%v)", before, after, err)
 	}
-	c.WaitState(t, id, types.InstanceStateNameRunning, 5*time.Second)
+	c.WaitState(t, keep, types.InstanceStateNameRunning, 5*time.Second)
+	c.WaitState(t, gone, types.InstanceStateNameTerminated, 5*time.Second)
 	vms, _ := n.Driver.List(ctx)
-	if len(vms) != 1 {
-		t.Fatalf("driver has %d VMs", len(vms))
+	if len(vms) != 1 || vms[0].ID != keep {
+		t.Fatalf("driver has %+v, want only %s", vms, keep)
 	}
 }

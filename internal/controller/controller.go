@@ -52,7 +52,8 @@ type Controller struct {
 	nodeLn    net.Listener
 	key       model.AccessKey
 	ca        *pki.CA
-	joinToken pki.Token
+	tokenMu   sync.Mutex
+	joinToken pki.Token // the one in DATA-DIR/join-token
 	nodeTLS   *tls.Config
 	apiMux    http.Handler
 	nodeMux   http.Handler
@@ -167,7 +168,23 @@ func (c *Controller) APIURL() string { return "http://" + c.apiLn.Addr().String(
 func (c *Controller) NodeURL() string { return "https://" + c.nodeLn.Addr().String() }
 
 // JoinToken is the join token in DATA-DIR/join-token (it does not expire).
-func (c *Controller) JoinToken() string { return c.joinToken.String() }
+func (c *Controller) JoinToken() string {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	return c.joinToken.String()
+}
+
+func (c *Controller) fileTokenID() string {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	return c.joinToken.ID
+}
+
+func (c *Controller) setFileToken(t pki.Token) {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	c.joinToken = t
+}
 
 // CA is the controller's certificate authority.
 func (c *Controller) CA() *pki.CA { return c.ca }
@@ -196,7 +213,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		c.every(loopCtx, time.Second, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
+		c.every(loopCtx, service.HealthCheckInterval, "node health", func(ctx context.Context) error { _, err := c.svc.MarkDownNodes(ctx); return err })
 	}()
 	if err := c.announce(ctx); err != nil {
 		stopLoops()

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -15,13 +16,16 @@ import (
 	"github.com/clipper-cloud/clipper/internal/api"
 	"github.com/clipper-cloud/clipper/internal/client"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/service"
 	"github.com/clipper-cloud/clipper/internal/testutil/cloud"
 )
 
 // TestPortForwards manages forwards through the native API and checks the
 // node carrying one is told at once, through its long poll.
 func TestPortForwards(t *testing.T) {
-	c := cloud.Start(t, cloud.Options{})
+	c := cloud.Start(t, cloud.Options{Service: func(sc *service.Config) {
+		sc.PublicPools = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
+	}})
 	ctx := context.Background()
 	ami := c.ImportImage(t, "guest")
 	run, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
@@ -84,6 +88,10 @@ func TestPortForwards(t *testing.T) {
 		t.Fatalf("list: %+v %v", fs, err)
 	}
 
+	eip, err := c.Ctrl.Service().AllocateAddress(ctx, service.Caller{AccountID: c.Ctrl.Credentials().AccountID}, "198.51.100.10", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, bad := range []api.ForwardRequest{
 		{Listen: "198.51.100.9:8080", To: target + ":80"}, // taken
 		{Listen: "198.51.100.9", To: target + ":80"},      // no port
@@ -91,6 +99,8 @@ func TestPortForwards(t *testing.T) {
 		{Listen: "[2001:db8::1]:80", To: target + ":80"},  // not IPv4
 		{Listen: "198.51.100.9:81", To: target + ":80", Protocol: "sctp"},
 		{Listen: "198.51.100.9:82", To: "10.9.9.9:80", Node: "nosuchnode"},
+		{Listen: "203.0.113.9:80", To: target + ":80"},     // not in the pool
+		{Listen: eip.PublicIP + ":80", To: target + ":80"}, // an elastic IP
 	} {
 		if _, err := create(bad); err == nil {
 			t.Errorf("%+v was accepted", bad)

@@ -3,13 +3,17 @@ package controller
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/clipper-cloud/clipper/internal/api"
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
+	"github.com/clipper-cloud/clipper/internal/pki"
 )
 
 // setupNodeTLS issues the node listener's certificate (at every start, for
@@ -65,18 +69,57 @@ func (j joining) CreateJoinToken(_ context.Context, ttl time.Duration) (string, 
 	return t.String(), exp, nil
 }
 
-func (j joining) RemoveNode(ctx context.Context, name string, force bool) (int, error) {
-	found, err := j.c.svc.RemoveNode(ctx, name, force)
+func (j joining) RemoveNode(ctx context.Context, name string, force bool) (api.RemoveNodeReply, error) {
+	rm, err := j.c.svc.RemoveNode(ctx, name, force)
 	if err != nil {
-		return 0, err
+		return api.RemoveNodeReply{}, err
 	}
 	n, err := j.c.ca.RevokeNode(name)
 	if err != nil {
-		return 0, err
+		return api.RemoveNodeReply{}, err
 	}
-	if !found && n == 0 {
-		return 0, model.Errorf(model.KindNotFound, model.ResNode, name, "There is no node named %s", name)
+	if !rm.Found && n == 0 {
+		return api.RemoveNodeReply{}, model.Errorf(model.KindNotFound, model.ResNode, name, "There is no node named %s", name)
 	}
-	j.c.log.Info("node removed", "name", name, "revoked_certificates", n)
-	return n, nil
+	j.c.log.Info("node removed", "name", name, "revoked_certificates", n, "terminated", rm.Terminated, "forwards", rm.Forwards)
+	return api.RemoveNodeReply{Name: name, RevokedCertificates: n, TerminatedInstances: nonNil(rm.Terminated),
+		DeletedForwards: nonNil(rm.Forwards)}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (j joining) JoinTokens(context.Context) ([]api.JoinTokenInfo, error) {
+	ts := j.c.ca.Tokens()
+	out := make([]api.JoinTokenInfo, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, api.JoinTokenInfo{ID: t.ID, Created: t.Created, Expires: t.Expires, File: t.ID == j.c.fileTokenID()})
+	}
+	return out, nil
+}
+
+// DeleteJoinToken revokes a join token. Revoking the one in
+// DATA-DIR/join-token puts a new one there.
+func (j joining) DeleteJoinToken(_ context.Context, id string) (api.DeleteTokenReply, error) {
+	if err := j.c.ca.DeleteToken(id); err != nil {
+		if errors.Is(err, pki.ErrUnknownToken) {
+			return api.DeleteTokenReply{}, model.Errorf(model.KindNotFound, model.ResJoinToken, id, "There is no join token %s", id)
+		}
+		return api.DeleteTokenReply{}, err
+	}
+	out := api.DeleteTokenReply{ID: id}
+	if id == j.c.fileTokenID() {
+		t, err := j.c.ca.EnsureTokenFile(filepath.Join(j.c.cfg.DataDir, "join-token"))
+		if err != nil {
+			return out, fmt.Errorf("a new join token for DATA-DIR/join-token: %w", err)
+		}
+		j.c.setFileToken(t)
+		out.NewFileToken = t.ID
+	}
+	j.c.log.Info("join token revoked", "token", id, "new_file_token", out.NewFileToken)
+	return out, nil
 }

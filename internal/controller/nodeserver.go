@@ -141,7 +141,21 @@ func (n *nodeServer) join(w http.ResponseWriter, r *http.Request) {
 		nodeError(w, http.StatusUnauthorized, strings.TrimPrefix(err.Error(), pki.ErrTokenRejected.Error()+": "))
 		return
 	}
-	cert, err := n.ca.SignNode([]byte(req.CSR), "", n.certTTL)
+	name, err := pki.CSRName([]byte(req.CSR))
+	if err != nil {
+		nodeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := n.nameFree(r, name); err != nil {
+		n.log.Warn("join refused", "remote", r.RemoteAddr, "name", name, "error", err)
+		if model.KindOf(err) == model.KindInUse {
+			nodeError(w, http.StatusConflict, err.Error())
+		} else {
+			n.fail(w, r, err)
+		}
+		return
+	}
+	cert, err := n.ca.SignNode([]byte(req.CSR), name, n.certTTL)
 	if err != nil {
 		nodeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -149,6 +163,28 @@ func (n *nodeServer) join(w http.ResponseWriter, r *http.Request) {
 	n.log.Info("node joined", "name", cert.Subject.CommonName, "token", tok.ID, "remote", r.RemoteAddr,
 		"serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
 	reply(w, nodeproto.CertReply{Certificate: string(pki.CertPEM(cert.Raw)), CA: string(pki.CertPEM(n.ca.Cert().Raw))})
+}
+
+// nameFree refuses a join under the name of a node of the cloud: one that
+// registered and was not removed, or that holds a live certificate. The
+// node itself may join again (its certificate expired while it was away):
+// it presents that certificate, which must be this CA's, for the name, and
+// never revoked.
+func (n *nodeServer) nameFree(r *http.Request, name string) error {
+	used, err := n.svc.NodeNameInUse(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	if !used && !n.ca.HasLiveCert(name) {
+		return nil
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		if got, err := n.ca.VerifyNodeEver(r.TLS.PeerCertificates[0]); err == nil && got == name {
+			return nil
+		}
+	}
+	return model.Errorf(model.KindInUse, model.ResNode, name,
+		"a node named %q is part of this cloud: join under another --name, or remove that node first with 'clipper node rm %s'", name, name)
 }
 
 // renew signs a new certificate for the node of the current one.

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"time"
 
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/service"
@@ -255,8 +256,9 @@ type consoleOutputResponse struct {
 }
 
 type statusDetailXML struct {
-	Name   string `xml:"name"`
-	Status string `xml:"status"`
+	Name          string `xml:"name"`
+	Status        string `xml:"status"`
+	ImpairedSince *Time  `xml:"impairedSince,omitempty"`
 }
 
 type statusXML struct {
@@ -523,8 +525,8 @@ func (h *Handler) describeInstanceStatus(p *Params) (exec, error) {
 			out.InstanceStatusSet = append(out.InstanceStatusSet, instanceStatusXML{
 				InstanceID: s.Instance.ID, AvailabilityZone: s.Instance.Zone,
 				InstanceState:  StateXML{Code: s.Instance.State.Code(), Name: string(s.Instance.State)},
-				SystemStatus:   statusOf(s.SystemStatus),
-				InstanceStatus: statusOf(s.InstanceStatus),
+				SystemStatus:   statusOf(s.SystemStatus, s.ImpairedSince),
+				InstanceStatus: statusOf(s.InstanceStatus, time.Time{}),
 				EventsSet:      List[struct{}]{},
 			})
 		}
@@ -532,8 +534,13 @@ func (h *Handler) describeInstanceStatus(p *Params) (exec, error) {
 	}, nil
 }
 
-func statusOf(s string) statusXML {
-	detail := map[string]string{"ok": "passed", "impaired": "failed", "initializing": "initializing",
-		"insufficient-data": "insufficient-data", "not-applicable": "not-applicable"}[s]
-	return statusXML{Status: s, Details: List[statusDetailXML]{{Name: "reachability", Status: detail}}}
+// statusOf is a status check summary with its reachability detail; a
+// failed check says since when (impairedSince).
+func statusOf(s string, impairedSince time.Time) statusXML {
+	d := statusDetailXML{Name: "reachability", Status: service.Reachability(s)}
+	if d.Status == "failed" && !impairedSince.IsZero() {
+		t := Time(impairedSince)
+		d.ImpairedSince = &t
+	}
+	return statusXML{Status: s, Details: List[statusDetailXML]{d}}
 }

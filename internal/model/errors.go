@@ -58,6 +58,8 @@ const (
 	ResType      = "instancetype"
 	ResZone      = "zone"
 	ResFilter    = "filter"
+	// ResJoinToken is a node join token (native API only).
+	ResJoinToken = "jointoken"
 )
 
 // Error is a domain error: a kind, the resource it concerns, and a message

@@ -9,11 +9,14 @@ import (
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
 )
 
-// BenchmarkEIPMove measures what AssociateAddress costs on the node: the
-// time from the Attach that gives an elastic IP to another instance to the
-// first TCP connection from outside that reaches the new holder (through
-// the node's ARP answer, DNAT and the instance's ingress rules). The
-// controller's share (API call to the node's long poll) is not in it.
+// BenchmarkEIPMove measures the node's share of moving an elastic IP: the
+// time from the Attach that gives the address to another instance on the
+// same node to the first TCP connection from outside that reaches the new
+// holder (through the node's ARP answer, DNAT and the instance's ingress
+// rules). It is not AssociateAddress to first packet: the API call, the
+// controller and the long polls are left out, and both instances are on
+// one node (test/e2e's BenchmarkEIPMoveAcrossNodes measures the whole
+// span across two nodes with real VMs).
 // Each operation moves the address once; ns/op is the mean, p50-ms and
 // max-ms the median and the worst move.
 func BenchmarkEIPMove(b *testing.B) {

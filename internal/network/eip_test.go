@@ -2,11 +2,13 @@ package network
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +47,56 @@ func serveWho(t testing.TB, ns *netns.NS, addr, name string) {
 	}()
 }
 
+// serveWhoUDP answers every datagram to addr in ns with "hello from <name>
+// <client address>".
+func serveWhoUDP(t testing.TB, ns *netns.NS, addr, name string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(from.String())
+			pc.WriteTo([]byte(fmt.Sprintf("hello from %s %s\n", name, host)), from)
+		}
+	}()
+}
+
+// probeUDP sends datagrams from ns to addr until one is answered (the
+// first may be lost while ARP resolves), within timeout.
+func probeUDP(ns *netns.NS, addr string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "udp4", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if _, err := c.Write([]byte("who\n")); err != nil {
+			return "", err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			return strings.TrimSpace(string(buf[:n])), nil
+		}
+	}
+	return "", fmt.Errorf("udp %s: no answer in %v", addr, timeout)
+}
+
 // who connects from ns to addr and returns the server's name and the
 // client address it saw.
 func who(t testing.TB, ns *netns.NS, addr string) (name, client string) {
@@ -58,6 +110,14 @@ func who(t testing.TB, ns *netns.NS, addr string) (name, client string) {
 		t.Fatalf("%s -> %s: got %q", ns.Name, addr, line)
 	}
 	return f[2], f[3]
+}
+
+func mustSeeUDP(t testing.TB, ns *netns.NS, addr, want string) {
+	t.Helper()
+	got, err := probeUDP(ns, addr, 2*time.Second)
+	if err != nil || got != want {
+		t.Fatalf("%s -> udp %s: %q %v, want %q", ns.Name, addr, got, err, want)
+	}
 }
 
 func mustSee(t testing.TB, ns *netns.NS, addr, wantName, wantClient string) {
@@ -281,13 +341,17 @@ func TestElasticIP(t *testing.T) {
 func TestForwards(t *testing.T) {
 	l := newLab(t)
 	l.h.SetUplink("up0")
-	if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{publicGroup("sg-pub")}, true); err != nil {
+	pub := publicGroup("sg-pub")
+	pub.Ingress = append(pub.Ingress, nodeproto.Rule{Protocol: "udp", FromPort: 53, ToPort: 53, CIDRs: []string{"0.0.0.0/0"}})
+	if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{pub}, true); err != nil {
 		t.Fatal(err)
 	}
 	out := outsideNS(l)
 	a := l.instance("i-a", net1, "10.7.0.10", "02:00:00:00:00:0a", true, "sg-pub")
 	serveWho(t, a.ns, ":80", "i-a")
 	serveWho(t, a.ns, ":22", "i-a")
+	serveWhoUDP(t, a.ns, ":53", "i-a")
+	serveWhoUDP(t, a.ns, ":54", "i-a")
 	// A server the node reaches that is no instance, and that has no
 	// route back to the outside: replies come back through the node.
 	removeLinkAtEnd(t, "up1")
@@ -298,12 +362,17 @@ func TestForwards(t *testing.T) {
 	srv.IP("link", "set", "eth0", "up")
 	srv.Addr("eth0", "192.0.3.2/24")
 	serveWho(t, srv, ":22", "srv")
+	serveWhoUDP(t, srv, ":53", "srv")
 
 	fs := []nodeproto.Forward{
 		{ID: "fwd-web", Protocol: "tcp", ListenIP: "192.0.2.50", ListenPort: 8080, TargetIP: a.ip(), TargetPort: 80},
 		{ID: "fwd-ssh", Protocol: "tcp", ListenIP: "192.0.2.50", ListenPort: 2222, TargetIP: a.ip(), TargetPort: 22},
 		{ID: "fwd-srv", Protocol: "tcp", ListenIP: "192.0.2.51", ListenPort: 2222, TargetIP: "192.0.3.2", TargetPort: 22},
 		{ID: "fwd-local", Protocol: "tcp", ListenIP: "192.0.2.1", ListenPort: 9022, TargetIP: "192.0.3.2", TargetPort: 22},
+		// UDP: the same port as a TCP forward, to another target.
+		{ID: "fwd-udp", Protocol: "udp", ListenIP: "192.0.2.50", ListenPort: 8080, TargetIP: a.ip(), TargetPort: 53},
+		{ID: "fwd-udp-closed", Protocol: "udp", ListenIP: "192.0.2.50", ListenPort: 5454, TargetIP: a.ip(), TargetPort: 54},
+		{ID: "fwd-udp-srv", Protocol: "udp", ListenIP: "192.0.2.51", ListenPort: 5353, TargetIP: "192.0.3.2", TargetPort: 53},
 	}
 	arp := watchARP(t, out, "eth0")
 	if err := l.h.SetForwards(l.ctx, fs); err != nil {
@@ -317,6 +386,27 @@ func TestForwards(t *testing.T) {
 
 	t.Run("to an instance", func(t *testing.T) {
 		mustSee(t, out, "192.0.2.50:8080", "i-a", "10.7.0.1") // masqueraded
+	})
+	t.Run("udp to an instance", func(t *testing.T) {
+		mustSeeUDP(t, out, "192.0.2.50:8080", "hello from i-a 10.7.0.1") // masqueraded, the tcp forward on the port untouched
+		mustSee(t, out, "192.0.2.50:8080", "i-a", "10.7.0.1")
+	})
+	t.Run("udp to an address that is no instance", func(t *testing.T) {
+		mustSeeUDP(t, out, "192.0.2.51:5353", "hello from srv 192.0.3.1")
+	})
+	t.Run("udp passes the instance's groups", func(t *testing.T) {
+		if got, err := probeUDP(out, "192.0.2.50:5454", probeTimeout); err == nil {
+			t.Fatalf("udp 54 is closed in sg-pub, got %q", got)
+		}
+		open := pub
+		open.Ingress = append(slices.Clone(pub.Ingress), nodeproto.Rule{Protocol: "udp", FromPort: 54, ToPort: 54, CIDRs: []string{"0.0.0.0/0"}})
+		if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{open}, true); err != nil {
+			t.Fatal(err)
+		}
+		mustSeeUDP(t, out, "192.0.2.50:5454", "hello from i-a 10.7.0.1")
+		if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{pub}, true); err != nil {
+			t.Fatal(err)
+		}
 	})
 	t.Run("an instance's groups still apply", func(t *testing.T) {
 		mustNotReach(t, out, "192.0.2.50:2222") // port 22 is closed in sg-pub
@@ -337,7 +427,8 @@ func TestForwards(t *testing.T) {
 	})
 	t.Run("same list again changes nothing", func(t *testing.T) {
 		before := publicRules(t)
-		rev := append([]nodeproto.Forward(nil), fs[3], fs[2], fs[1], fs[0])
+		rev := append([]nodeproto.Forward(nil), fs...)
+		slices.Reverse(rev)
 		if err := l.h.SetForwards(l.ctx, rev); err != nil {
 			t.Fatal(err)
 		}
@@ -362,6 +453,9 @@ func TestForwards(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustNotReach(t, out, "192.0.2.51:2222")
+		if got, err := probeUDP(out, "192.0.2.51:5353", probeTimeout); err == nil {
+			t.Fatalf("udp forward still answers: %q", got)
+		}
 		if hasAddr(t, "up0", "192.0.2.51") || publicRules(t) != "" {
 			t.Fatalf("left behind: %s", publicRules(t))
 		}

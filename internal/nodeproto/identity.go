@@ -136,11 +136,18 @@ func (id *Identity) TLSConfig() *tls.Config {
 	}
 }
 
+// ErrNameInUse is the controller's refusal of a join under the name of
+// another node of the cloud.
+var ErrNameInUse = errors.New("node name in use")
+
 // Join trades a join token for a certificate at the controller at base
 // ("https://host:port"), after checking that the controller's CA matches the
 // token's pin, and stores the identity in dir (created 0700). A refused
 // token is an error wrapping pki.ErrTokenRejected, a wrong CA one wrapping
-// pki.ErrPinMismatch.
+// pki.ErrPinMismatch, a name another node has one wrapping ErrNameInUse.
+// When dir holds a certificate for name already (expired: the node was
+// away), Join presents it, so that the controller knows the node joins
+// again under its own name.
 func Join(ctx context.Context, base, token, name, dir string) (*Identity, error) {
 	tok, err := pki.ParseToken(token)
 	if err != nil {
@@ -165,6 +172,9 @@ func Join(ctx context.Context, base, token, name, dir string) (*Identity, error)
 			return nil
 		},
 	}
+	if old, err := LoadIdentity(dir); err == nil && old.Name() == name {
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return old.current(), nil }
+	}
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
 	keyPEM, csrPEM, err := pki.NewKeyAndCSR(name)
@@ -185,8 +195,11 @@ func Join(ctx context.Context, base, token, name, dir string) (*Identity, error)
 		return nil, fmt.Errorf("join %s: %w", base, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return nil, fmt.Errorf("%w: %s", pki.ErrTokenRejected, errorText(resp))
+	case http.StatusConflict:
+		return nil, fmt.Errorf("%w: %s", ErrNameInUse, errorText(resp))
 	}
 	if err := checkStatus(resp); err != nil {
 		return nil, fmt.Errorf("join %s: %w", base, err)

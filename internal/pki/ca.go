@@ -198,10 +198,20 @@ func (ca *CA) ServerCert(hosts []string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der, ca.cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// SignNode signs a node's CSR (PEM or DER) for ttl (DefaultNodeCertTTL when
-// 0). The CSR's CN is the node name. If name is not empty the CN must equal
-// it (renewal keeps the name of the certificate being renewed).
-func (ca *CA) SignNode(csr []byte, name string, ttl time.Duration) (*x509.Certificate, error) {
+// CSRName returns the node name (CN) a CSR (PEM or DER) asks for, after
+// checking its signature.
+func CSRName(csr []byte) (string, error) {
+	req, err := parseCSR(csr)
+	if err != nil {
+		return "", err
+	}
+	if !ValidNodeName(req.Subject.CommonName) {
+		return "", fmt.Errorf("the request's common name %q is not a valid node name (1-63 letters, digits, '.' and '-')", req.Subject.CommonName)
+	}
+	return req.Subject.CommonName, nil
+}
+
+func parseCSR(csr []byte) (*x509.CertificateRequest, error) {
 	if b, _ := pem.Decode(csr); b != nil {
 		if b.Type != "CERTIFICATE REQUEST" {
 			return nil, fmt.Errorf("expected a CERTIFICATE REQUEST, got %s", b.Type)
@@ -214,6 +224,17 @@ func (ca *CA) SignNode(csr []byte, name string, ttl time.Duration) (*x509.Certif
 	}
 	if err := req.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("bad certificate request signature: %w", err)
+	}
+	return req, nil
+}
+
+// SignNode signs a node's CSR (PEM or DER) for ttl (DefaultNodeCertTTL when
+// 0). The CSR's CN is the node name. If name is not empty the CN must equal
+// it (renewal keeps the name of the certificate being renewed).
+func (ca *CA) SignNode(csr []byte, name string, ttl time.Duration) (*x509.Certificate, error) {
+	req, err := parseCSR(csr)
+	if err != nil {
+		return nil, err
 	}
 	cn := req.Subject.CommonName
 	if !ValidNodeName(cn) {
@@ -293,6 +314,41 @@ func (ca *CA) VerifyNode(c *x509.Certificate) (string, error) {
 		return "", fmt.Errorf("%w: no node name", ErrUntrusted)
 	}
 	return c.Subject.CommonName, nil
+}
+
+// VerifyNodeEver checks a node certificate as VerifyNode does, but at a
+// time within its own validity: it proves that the holder was issued a
+// certificate by this CA for that name, and that it was never revoked,
+// even if it has expired since. A node whose certificate expired presents
+// it to join again under its name.
+func (ca *CA) VerifyNodeEver(c *x509.Certificate) (string, error) {
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: c.NotBefore.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrUntrusted, err)
+	}
+	if ca.Revoked(c.SerialNumber) {
+		return "", ErrRevoked
+	}
+	if !ValidNodeName(c.Subject.CommonName) {
+		return "", fmt.Errorf("%w: no node name", ErrUntrusted)
+	}
+	return c.Subject.CommonName, nil
+}
+
+// HasLiveCert reports whether a node name holds a certificate that is
+// neither expired nor revoked.
+func (ca *CA) HasLiveCert(name string) bool {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	now := ca.Now()
+	for _, is := range ca.st.Issued {
+		if _, revoked := ca.st.Revoked[is.Serial]; is.Name == name && !revoked && !now.After(is.NotAfter) {
+			return true
+		}
+	}
+	return false
 }
 
 // Revoked reports whether a serial is revoked.

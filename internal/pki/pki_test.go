@@ -256,3 +256,126 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// TestNodeIdentityAcrossExpiry: a name holds a live certificate until it
+// expires or is revoked; an expired certificate still proves who it was
+// issued to (VerifyNodeEver), a revoked or foreign one does not.
+func TestNodeIdentityAcrossExpiry(t *testing.T) {
+	ca, _ := openCA(t)
+	now := time.Now()
+	ca.Now = func() time.Time { return now }
+	if ca.HasLiveCert("node1") {
+		t.Fatal("a name nobody joined under has a certificate")
+	}
+	c := signCSR(t, ca, "node1", time.Hour)
+	if !ca.HasLiveCert("node1") || ca.HasLiveCert("node2") {
+		t.Fatal("HasLiveCert after issuing node1's certificate")
+	}
+	now = now.Add(2 * time.Hour)
+	if ca.HasLiveCert("node1") {
+		t.Fatal("an expired certificate is live")
+	}
+	if _, err := ca.VerifyNode(c); !errors.Is(err, ErrExpired) {
+		t.Fatalf("VerifyNode of an expired certificate: %v", err)
+	}
+	if name, err := ca.VerifyNodeEver(c); err != nil || name != "node1" {
+		t.Fatalf("VerifyNodeEver of an expired certificate: %q %v", name, err)
+	}
+	other, _ := openCA(t)
+	if _, err := ca.VerifyNodeEver(signCSR(t, other, "node1", time.Hour)); !errors.Is(err, ErrUntrusted) {
+		t.Fatalf("foreign certificate: %v", err)
+	}
+	d := signCSR(t, ca, "node3", time.Hour)
+	if _, err := ca.RevokeNode("node3"); err != nil {
+		t.Fatal(err)
+	}
+	if ca.HasLiveCert("node3") {
+		t.Fatal("a revoked certificate is live")
+	}
+	if _, err := ca.VerifyNodeEver(d); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("VerifyNodeEver of a revoked certificate: %v", err)
+	}
+	if name, err := CSRName(mustCSR(t, "node7")); err != nil || name != "node7" {
+		t.Fatalf("CSRName: %q %v", name, err)
+	}
+	if _, err := CSRName([]byte("not a csr")); err == nil {
+		t.Fatal("CSRName accepted garbage")
+	}
+}
+
+func mustCSR(t *testing.T, name string) []byte {
+	t.Helper()
+	_, csr, err := NewKeyAndCSR(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+// TestListAndDeleteTokens: tokens are listed without their secret, oldest
+// first, expired ones left out; a deleted token joins nobody, and deleting
+// it twice says there is no such token.
+func TestListAndDeleteTokens(t *testing.T) {
+	ca, dir := openCA(t)
+	now := time.Now()
+	ca.Now = func() time.Time { return now }
+	forever, _, err := ca.CreateToken(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	short, exp, err := ca.CreateToken(time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := ca.Tokens()
+	if len(ls) != 2 || ls[0].ID != forever.ID || !ls[0].Expires.IsZero() || ls[1].ID != short.ID || !ls[1].Expires.Equal(exp) {
+		t.Fatalf("Tokens: %+v", ls)
+	}
+	if err := ca.DeleteToken(forever.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.CheckToken(forever); !errors.Is(err, ErrTokenRejected) {
+		t.Fatalf("a deleted token: %v", err)
+	}
+	if err := ca.DeleteToken(forever.ID); !errors.Is(err, ErrUnknownToken) {
+		t.Fatalf("deleting it again: %v", err)
+	}
+	// Deletion is kept across a restart.
+	again, err := OpenCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again.Now = ca.Now
+	if err := again.CheckToken(forever); !errors.Is(err, ErrTokenRejected) {
+		t.Fatalf("a deleted token after a restart: %v", err)
+	}
+	now = now.Add(2 * time.Minute)
+	if ls := ca.Tokens(); len(ls) != 0 {
+		t.Fatalf("expired tokens listed: %+v", ls)
+	}
+	if err := ca.DeleteToken(short.ID); !errors.Is(err, ErrUnknownToken) {
+		t.Fatalf("deleting an expired token: %v", err)
+	}
+}
+
+// FuzzCSRName feeds the join request's CSR parser (what a joining node
+// sends) arbitrary bytes: it must answer a valid node name or an error.
+func FuzzCSRName(f *testing.F) {
+	_, csr, err := NewKeyAndCSR("node1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, bad, _ := NewKeyAndCSR("bad name")
+	f.Add(csr)
+	f.Add(bad)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"))
+	f.Add([]byte{0x30, 0x82, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		name, err := CSRName(b)
+		if err == nil && !ValidNodeName(name) {
+			t.Fatalf("CSRName accepted %q", name)
+		}
+	})
+}

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -117,6 +118,50 @@ func (ca *CA) CheckToken(t Token) error {
 		return fmt.Errorf("%w: the token pins another CA", ErrTokenRejected)
 	}
 	return nil
+}
+
+// ErrUnknownToken is the error of DeleteToken for an ID it does not hold.
+var ErrUnknownToken = errors.New("no such join token")
+
+// TokenInfo describes a join token without its secret.
+type TokenInfo struct {
+	ID      string
+	Created time.Time
+	Expires time.Time // zero: never
+}
+
+// Tokens lists the join tokens that have not expired, oldest first.
+func (ca *CA) Tokens() []TokenInfo {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	now := ca.Now()
+	out := make([]TokenInfo, 0, len(ca.st.Tokens))
+	for id, t := range ca.st.Tokens {
+		if t.Expires.IsZero() || !now.After(t.Expires) {
+			out = append(out, TokenInfo{ID: id, Created: t.Created, Expires: t.Expires})
+		}
+	}
+	slices.SortFunc(out, func(a, b TokenInfo) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// DeleteToken revokes a join token: no node joins with it any more (nodes
+// that joined with it keep their certificates). The error wraps
+// ErrUnknownToken when there is no such (unexpired) token.
+func (ca *CA) DeleteToken(id string) error {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	t, ok := ca.st.Tokens[id]
+	if !ok || (!t.Expires.IsZero() && ca.Now().After(t.Expires)) {
+		return fmt.Errorf("%w: %q", ErrUnknownToken, id)
+	}
+	delete(ca.st.Tokens, id)
+	return ca.saveLocked()
 }
 
 // EnsureTokenFile keeps a join token that never expires in path (0600): the

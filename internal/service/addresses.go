@@ -86,12 +86,22 @@ func (s *Service) AllocateAddress(ctx context.Context, c Caller, want string, ta
 				mine++
 			}
 		}
+		// Port forwards listen on pool addresses too.
+		fws, err := tx.ListForwards("")
+		if err != nil {
+			return err
+		}
+		for _, f := range fws {
+			if ip, err := netip.ParseAddr(f.ListenIP); err == nil {
+				used[ip] = true
+			}
+		}
 		if mine >= s.cfg.MaxAddresses {
 			return model.Errorf(model.KindLimitExceeded, model.ResAddress, "", "The maximum number of addresses (%d) has been reached.", s.cfg.MaxAddresses)
 		}
 		ip := wantAddr
 		if ip.IsValid() && used[ip] {
-			return model.Errorf(model.KindInUse, model.ResAddress, want, "The address %s is already allocated", want)
+			return model.Errorf(model.KindInUse, model.ResAddress, want, "The address %s is already allocated or carries port forwards", want)
 		}
 		if !ip.IsValid() {
 			ip, err = s.pickFree(used)

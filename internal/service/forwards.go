@@ -49,10 +49,16 @@ func (s *Service) CreateForward(ctx context.Context, c Caller, spec ForwardSpec)
 	if err != nil {
 		return model.Forward{}, err
 	}
+	if !s.inPool(listen.Addr()) {
+		return model.Forward{}, model.InvalidParam("listen", "The listen address %s is not in the public pool (%s)", listen.Addr(), s.poolList())
+	}
 	var f model.Forward
 	err = s.update(ctx, func(tx store.Tx) error {
 		nodeID, err := s.forwardNode(tx, c, spec.Node, to.Addr())
 		if err != nil {
+			return err
+		}
+		if err := checkListen(tx, proto, listen, nodeID); err != nil {
 			return err
 		}
 		rev, err := tx.NextRev()
@@ -70,6 +76,50 @@ func (s *Service) CreateForward(ctx context.Context, c Caller, spec ForwardSpec)
 	s.notify.NodesChanged(f.NodeID)
 	s.log.Info("forward created", "forward", f.ID, "protocol", f.Protocol, "listen", spec.Listen, "to", spec.To, "node", f.NodeID)
 	return f, nil
+}
+
+// checkListen refuses a listen address that is an elastic IP's (its DNAT
+// takes every port), the same protocol, address and port as another
+// forward, or an address other forwards have on another node (two nodes
+// would answer ARP for it).
+func checkListen(tx store.Tx, proto string, listen netip.AddrPort, nodeID string) error {
+	ip := listen.Addr().String()
+	if a, err := tx.GetAddressByIP(ip); err == nil {
+		return model.Errorf(model.KindInUse, model.ResAddress, ip,
+			"The address %s is the elastic IP %s: a forward needs a pool address that is not allocated", ip, a.ID)
+	} else if model.KindOf(err) != model.KindNotFound {
+		return err
+	}
+	fws, err := tx.ListForwards("")
+	if err != nil {
+		return err
+	}
+	for _, f := range fws {
+		if f.ListenIP != ip {
+			continue
+		}
+		if f.Protocol == proto && f.ListenPort == int(listen.Port()) {
+			return model.Errorf(model.KindDuplicate, model.ResForward, f.ID,
+				"%s %s is forwarded already, by %s", proto, listen, f.ID)
+		}
+		if f.NodeID != nodeID {
+			return model.Errorf(model.KindInUse, model.ResAddress, ip,
+				"The address %s has forwards on another node (%s): the forwards of one address go on one node", ip, f.ID)
+		}
+	}
+	return nil
+}
+
+// poolList names the public pools for messages.
+func (s *Service) poolList() string {
+	if len(s.cfg.PublicPools) == 0 {
+		return "none: the operator sets one with --public-pool"
+	}
+	names := make([]string, len(s.cfg.PublicPools))
+	for i, p := range s.cfg.PublicPools {
+		names[i] = p.String()
+	}
+	return strings.Join(names, ", ")
 }
 
 // forwardNode picks the node that carries a forward: the named one, else

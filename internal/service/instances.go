@@ -702,11 +702,30 @@ func (s *Service) ConsoleOutput(ctx context.Context, c Caller, id string) (model
 }
 
 // InstanceStatus is one entry of DescribeInstanceStatus.
+//
+// EC2 says why an instance is impaired through its status checks, not in
+// free text: a node that stopped reporting fails the system reachability
+// check (SystemStatus impaired, its reachability detail failed) since
+// ImpairedSince, the node's last report; the instance check cannot run
+// (insufficient-data). EC2's events (instance-reboot, system-reboot,
+// system-maintenance, instance-retirement, instance-stop) are all
+// scheduled actions: none says "the host is unreachable", so none is
+// made up for it.
 type InstanceStatus struct {
 	Instance       model.Instance
 	SystemStatus   string // ok | impaired | initializing | not-applicable
 	InstanceStatus string
-	Reason         string // why impaired
+	// ImpairedSince is when the failing check started failing (zero when
+	// nothing fails).
+	ImpairedSince time.Time
+}
+
+// Reachability is the status of a check's reachability detail, as EC2
+// names it (passed, failed, initializing, insufficient-data,
+// not-applicable).
+func Reachability(summary string) string {
+	return map[string]string{"ok": "passed", "impaired": "failed", "initializing": "initializing",
+		"insufficient-data": "insufficient-data", "not-applicable": "not-applicable"}[summary]
 }
 
 // DescribeInstanceStatus reports health; by default only running instances.
@@ -715,7 +734,7 @@ func (s *Service) DescribeInstanceStatus(ctx context.Context, c Caller, ids []st
 	var instFilters []Filter
 	for _, f := range filters {
 		switch f.Name {
-		case "system-status.status", "instance-status.status":
+		case "system-status.status", "instance-status.status", "system-status.reachability", "instance-status.reachability":
 			statusFilters = append(statusFilters, f)
 		default:
 			instFilters = append(instFilters, f)
@@ -744,8 +763,13 @@ func (s *Service) DescribeInstanceStatus(ctx context.Context, c Caller, ids []st
 		for _, i := range r.Instances {
 			st := s.instanceHealth(i, nodes)
 			if matchFilters(statusFilters, func(name string) ([]string, bool) {
-				if name == "system-status.status" {
+				switch name {
+				case "system-status.status":
 					return []string{st.SystemStatus}, true
+				case "system-status.reachability":
+					return []string{Reachability(st.SystemStatus)}, true
+				case "instance-status.reachability":
+					return []string{Reachability(st.InstanceStatus)}, true
 				}
 				return []string{st.InstanceStatus}, true
 			}) {
@@ -764,8 +788,13 @@ func (s *Service) instanceHealth(i model.Instance, nodes map[string]model.Node) 
 	st.SystemStatus, st.InstanceStatus = "ok", "ok"
 	n, ok := nodes[i.NodeID]
 	if !ok || n.State == model.NodeDown || s.now().Sub(n.LastSeen) > s.cfg.NodeDownAfter {
+		// The node is not reporting: it was last heard from at LastSeen
+		// (an instance whose node is unknown, since it started).
 		st.SystemStatus, st.InstanceStatus = "impaired", "insufficient-data"
-		st.Reason = "the node hosting the instance is not reporting"
+		st.ImpairedSince = n.LastSeen
+		if !ok {
+			st.ImpairedSince = i.StateChanged
+		}
 	}
 	return st
 }

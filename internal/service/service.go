@@ -57,6 +57,8 @@ type Config struct {
 	// StopGrace is how long a graceful stop may take on the node.
 	StopGrace time.Duration
 	// NodeDownAfter marks a node down when it has not reported for this long.
+	// With the controller checking every HealthCheckInterval, a node is down
+	// at most NodeDownAfter + HealthCheckInterval after its last report.
 	NodeDownAfter time.Duration
 	// MaxInstances is the per-account instance limit reported to clients.
 	MaxInstances int
@@ -79,7 +81,7 @@ func DefaultConfig() Config {
 		MTU:           1450,
 		TerminatedTTL: time.Hour,
 		StopGrace:     30 * time.Second,
-		NodeDownAfter: 10 * time.Second,
+		NodeDownAfter: 8 * time.Second,
 		MaxInstances:  1000,
 		MaxAddresses:  5,
 	}

@@ -92,6 +92,8 @@ type Tx interface {
 	GetNode(id string) (model.Node, error)
 	GetNodeByName(name string) (model.Node, error)
 	ListNodes() ([]model.Node, error)
+	// DeleteNode forgets a node (clipper node rm): its name is free again.
+	DeleteNode(id string) error
 
 	PutConsole(c model.Console) error
 	GetConsole(instanceID string) (model.Console, error)
@@ -119,6 +121,7 @@ type AddressTx interface {
 	InsertForward(f model.Forward) error
 	DeleteForward(id string) error
 	GetForward(id string) (model.Forward, error)
+	// ListForwards lists an account's forwards (every account's for "").
 	ListForwards(accountID string) ([]model.Forward, error)
 	NodeForwards(nodeID string) ([]model.Forward, error)
 }

@@ -136,6 +136,9 @@ func (t *tx) listForwards(q string, args ...any) ([]model.Forward, error) {
 }
 
 func (t *tx) ListForwards(accountID string) ([]model.Forward, error) {
+	if accountID == "" {
+		return t.listForwards(`SELECT ` + fwdCols + ` FROM forwards ORDER BY id`)
+	}
 	return t.listForwards(`SELECT `+fwdCols+` FROM forwards WHERE account_id = ? ORDER BY id`, accountID)
 }
 

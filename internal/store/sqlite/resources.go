@@ -168,6 +168,17 @@ func (t *tx) GetNodeByName(name string) (model.Node, error) {
 	return n, notFound(err, model.ResNode, name)
 }
 
+func (t *tx) DeleteNode(id string) error {
+	res, err := t.exec(`DELETE FROM nodes WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return model.NotFound(model.ResNode, id)
+	}
+	return nil
+}
+
 func (t *tx) ListNodes() ([]model.Node, error) {
 	rows, err := t.query(`SELECT ` + nodeCols + ` FROM nodes ORDER BY name`)
 	if err != nil {

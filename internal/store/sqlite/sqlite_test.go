@@ -308,3 +308,35 @@ func TestNodeNetworkTriggers(t *testing.T) {
 	check("terminated n1", "n1", 0, 0)
 	check("terminated n2", "n2", 0, 0)
 }
+
+// TestDeleteNode: a deleted node is gone by ID and by name, and its name
+// can be taken by a new node; deleting it again is not found.
+func TestDeleteNode(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	now := time.Now()
+	node := func(id string) model.Node {
+		return model.Node{ID: id, Name: "n1", Zone: "z", State: model.NodeReady, Capacity: model.Capacity{VCPUs: 1, MemoryMiB: 1}, LastSeen: now, Created: now}
+	}
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.UpsertNode(node("nd-1")); err != nil {
+			return err
+		}
+		if err := tx.UpsertNode(node("nd-2")); model.KindOf(err) != model.KindDuplicate {
+			t.Errorf("a second node under the name: %v", err)
+		}
+		if err := tx.DeleteNode("nd-1"); err != nil {
+			return err
+		}
+		if _, err := tx.GetNodeByName("n1"); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("by name after delete: %v", err)
+		}
+		if err := tx.DeleteNode("nd-1"); !errors.Is(err, model.ErrNotFound) {
+			t.Errorf("delete again: %v", err)
+		}
+		return tx.UpsertNode(node("nd-2"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

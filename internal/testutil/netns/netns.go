@@ -232,16 +232,18 @@ func (p *Proc) WaitFor(ctx context.Context, s string) error {
 	}
 }
 
-// Done is closed when the process has exited (its output is closed).
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Wait waits for the process to exit and returns how it ended (an
-// *exec.ExitError for a non-zero status or a signal).
+// Wait waits for the process to exit and returns what exec.Cmd.Wait says
+// (an *exec.ExitError for a non-zero status); it may be called again.
 func (p *Proc) Wait() error {
-	<-p.done
-	p.waitOnce.Do(func() { p.waitErr = p.cmd.Wait() })
+	p.waitOnce.Do(func() {
+		<-p.done
+		p.waitErr = p.cmd.Wait()
+	})
 	return p.waitErr
 }
+
+// Done is closed when the process has exited (its output is closed).
+func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // PID is the process ID of the background process.
 func (p *Proc) PID() int { return p.cmd.Process.Pid }
