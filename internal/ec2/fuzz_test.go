@@ -66,7 +66,7 @@ func FuzzRequest(f *testing.F) {
 		"Action=DescribeTags&Filter.1.Name=key&Filter.1.Value.1=N*",
 		"Action=DescribeImages&Owner.1=self&ImageId.1=ami-12345678",
 		"Action=RegisterImage&Name=abc&ImageLocation=sha256:00",
-		"Action=RegisterImage&Name=abc&ImageLocation=sha256:"+strings.Repeat("ab", 32),
+		"Action=RegisterImage&Name=abc&ImageLocation=sha256:" + strings.Repeat("ab", 32),
 		"Action=StopInstances&InstanceId.1=i-1&Force=true",
 		"Action=GetConsoleOutput&InstanceId=i-0123456789abcdef0",
 		"Action=DescribeInstanceTypes&InstanceType.1=t3.micro",
