@@ -60,6 +60,9 @@ func New(svc *service.Service, st store.Store, blobs *image.Blobs, auth Authenti
 		{"POST " + Prefix + "forwards", h.createForward, true},
 		{"GET " + Prefix + "forwards", h.listForwards, true},
 		{"DELETE " + Prefix + "forwards/{id}", h.deleteForward, true},
+		{"POST " + Prefix + "networks", h.createNetwork, true},
+		{"GET " + Prefix + "networks", h.listNetworks, true},
+		{"DELETE " + Prefix + "networks/{id}", h.deleteNetwork, true},
 	} {
 		h.mux.HandleFunc(rt.pattern, h.wrap(rt))
 	}

@@ -1,8 +1,6 @@
 package api
 
 import (
-	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -37,17 +35,10 @@ func forwardInfo(f model.Forward) ForwardInfo {
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }
 
-// maxForwardRequest bounds the body of a create call.
-const maxForwardRequest = 4 << 10
-
 func (h *Handler) createForward(r *http.Request, c service.Caller, _ string) (any, error) {
 	var req ForwardRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxForwardRequest+1))
-	if err != nil || len(body) > maxForwardRequest {
-		return nil, model.InvalidParam("body", "The request body must be a JSON object of at most %d bytes", maxForwardRequest)
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, model.InvalidParam("body", "The request body is not valid JSON: %v", err)
+	if err := decodeJSON(r, &req); err != nil {
+		return nil, err
 	}
 	f, err := h.svc.CreateForward(r.Context(), c, service.ForwardSpec{Protocol: req.Protocol, Listen: req.Listen, To: req.To, Node: req.Node})
 	if err != nil {

@@ -49,6 +49,7 @@ func newRootCmd() *cobra.Command {
 		newControllerCmd(),
 		withNodeAdmin(newNodeCmd()),
 		newForwardCmd(),
+		newNetworkCmd(),
 		newTokenCmd(),
 		newImageCmd(),
 	)

@@ -55,6 +55,9 @@ func (h *Host) ensureHostBridge(name string, gw netip.Prefix, mtu int) (*bridgeN
 		return nil, fmt.Errorf("network: uplink %s is a %s, not a bridge: bridged mode attaches instances to an existing "+
 			"host bridge (moving %s into a new bridge would move the node's own address)", name, link.Type(), name)
 	}
+	if mtu == 0 {
+		mtu = link.Attrs().MTU
+	}
 	br := h.bridges[name]
 	if br != nil && !br.external {
 		return nil, fmt.Errorf("network: uplink %s is one of Clipper's own bridges", name)

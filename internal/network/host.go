@@ -197,10 +197,11 @@ func parseNetwork(n nodeproto.Network) (netConfig, error) {
 		return c, err
 	}
 	c.mtu = n.MTU
-	if c.mtu == 0 {
+	if c.mtu == 0 && n.Uplink == "" {
 		c.mtu = 1500
 	}
-	if c.mtu < 576 || c.mtu > 65535 {
+	// A bridged network without an MTU takes its host bridge's.
+	if (c.mtu != 0 || n.Uplink == "") && (c.mtu < 576 || c.mtu > 65535) {
 		return c, fmt.Errorf("network: bad MTU %d", n.MTU)
 	}
 	for _, f := range strings.FieldsFunc(n.DNS, func(r rune) bool { return r == ',' || r == ' ' }) {

@@ -53,7 +53,7 @@ type Network struct {
 	VPCID     string `json:"vpc_id"`
 	Bridge    string `json:"bridge"`  // host bridge of the network, at most 15 bytes
 	Gateway   string `json:"gateway"` // gateway address with prefix, "172.31.0.1/20"
-	MTU       int    `json:"mtu"`     // MTU the guest must use (DHCP option 26)
+	MTU       int    `json:"mtu"`     // MTU the guest must use (DHCP option 26); 0 on a bridged network: the host bridge's
 	DNS       string `json:"dns,omitempty"`
 	PrivateIP string `json:"private_ip"` // the instance address, no prefix
 	MAC       string `json:"mac"`

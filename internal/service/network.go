@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/clipper-cloud/clipper/internal/model"
 	"github.com/clipper-cloud/clipper/internal/store"
@@ -64,26 +65,31 @@ func (s *Service) ensureDefaultNetwork(tx store.Tx, accountID string) (model.VPC
 			return v, err
 		}
 	}
+	return v, createDefaultGroup(tx, accountID, id, now)
+}
+
+// createDefaultGroup makes a VPC's default security group with AWS's
+// rules: all traffic from members of the group, all egress.
+func createDefaultGroup(tx store.Tx, accountID, vpcID string, now time.Time) error {
 	rev, err := tx.NextRev()
 	if err != nil {
-		return v, err
+		return err
 	}
-	g := model.SecurityGroup{ID: defaultGroupID(id), AccountID: accountID, VPCID: id, Name: model.DefaultGroup,
+	g := model.SecurityGroup{ID: defaultGroupID(vpcID), AccountID: accountID, VPCID: vpcID, Name: model.DefaultGroup,
 		Description: "default VPC security group", Rev: rev, Created: now}
 	if err := tx.InsertGroup(g); err != nil {
-		return v, err
+		return err
 	}
-	// AWS's default group: all traffic from members of the group, all egress.
 	for _, r := range []model.GroupRule{
 		{GroupID: g.ID, Protocol: model.ProtocolAll, FromPort: -1, ToPort: -1, PeerGroup: g.ID},
 		{GroupID: g.ID, Egress: true, Protocol: model.ProtocolAll, FromPort: -1, ToPort: -1, CIDR: "0.0.0.0/0"},
 	} {
 		r.ID, r.Created = model.NewID(model.PrefixRule), now
 		if err := tx.InsertRule(r); err != nil {
-			return v, err
+			return err
 		}
 	}
-	return v, nil
+	return nil
 }
 
 // subnetFor picks the subnet of a launch: the given one, or the default
@@ -135,13 +141,11 @@ func macFor(vpcID string, ip netip.Addr) string {
 // in an empty subnet and in a busy one; taken holds those handed out in
 // this transaction. want, if valid, is the address the caller asked for.
 func allocateAddress(tx store.Tx, sn model.Subnet, taken map[netip.Addr]bool, want netip.Addr) (netip.Addr, string, error) {
-	p, err := netip.ParsePrefix(sn.CIDR)
+	p, first, last, err := subnetRange(sn)
 	if err != nil {
 		return netip.Addr{}, "", err
 	}
-	size := uint64(1) << (32 - p.Bits())
-	usable := size - 5
-	first, last := ipv4Add(p.Addr(), 4), ipv4Add(p.Addr(), size-2)
+	usable := ipv4Diff(first, last) + 1
 	if want.IsValid() {
 		if !p.Contains(want) || want.Less(first) || last.Less(want) {
 			return netip.Addr{}, "", model.InvalidParam("PrivateIpAddress", "Address %s is not a usable address of subnet %s (%s)", want, sn.ID, sn.CIDR)
@@ -161,21 +165,69 @@ func allocateAddress(tx store.Tx, sn model.Subnet, taken map[netip.Addr]bool, wa
 		if _, err := rand.Read(b[:]); err != nil {
 			return netip.Addr{}, "", err
 		}
-		ip := ipv4Add(p.Addr(), 4+binary.BigEndian.Uint64(b[:])%usable)
-		if taken[ip] {
-			continue
+		ip := ipv4Add(first, binary.BigEndian.Uint64(b[:])%usable)
+		if ok, err := freeAddress(tx, sn, taken, ip); err != nil || ok {
+			return ip, macFor(sn.VPCID, ip), err
 		}
-		used, err := tx.AddressInUse(sn.ID, ip.String())
-		if err != nil {
-			return netip.Addr{}, "", err
-		}
-		if !used {
-			taken[ip] = true
-			return ip, macFor(sn.VPCID, ip), nil
+	}
+	// Nearly full (or unlucky): look at every address once.
+	for k := uint64(0); k < usable && usable <= maxScan; k++ {
+		ip := ipv4Add(first, k)
+		if ok, err := freeAddress(tx, sn, taken, ip); err != nil || ok {
+			return ip, macFor(sn.VPCID, ip), err
 		}
 	}
 	return netip.Addr{}, "", model.Errorf(model.KindInsufficientCapacity, "subnet", sn.ID,
 		"There are not enough free addresses in subnet '%s' (%s) to satisfy the request", sn.ID, sn.CIDR)
+}
+
+// maxScan bounds the address scan after random draws failed (a /16).
+const maxScan = 1 << 16
+
+// freeAddress reports whether ip is free, and takes it if so.
+func freeAddress(tx store.Tx, sn model.Subnet, taken map[netip.Addr]bool, ip netip.Addr) (bool, error) {
+	if taken[ip] || ip.String() == sn.Gateway {
+		return false, nil
+	}
+	used, err := tx.AddressInUse(sn.ID, ip.String())
+	if err != nil || used {
+		return false, err
+	}
+	taken[ip] = true
+	return true, nil
+}
+
+// subnetRange returns a subnet's prefix and the first and last address it
+// hands out: the configured range of a bridged subnet, else the subnet
+// without the first four and the last address, as AWS reserves them.
+func subnetRange(sn model.Subnet) (p netip.Prefix, first, last netip.Addr, err error) {
+	if p, err = netip.ParsePrefix(sn.CIDR); err != nil {
+		return p, first, last, err
+	}
+	if sn.RangeFirst != "" {
+		if first, err = netip.ParseAddr(sn.RangeFirst); err != nil {
+			return p, first, last, err
+		}
+		last, err = netip.ParseAddr(sn.RangeLast)
+		return p, first, last, err
+	}
+	size := uint64(1) << (32 - p.Bits())
+	return p, ipv4Add(p.Addr(), 4), ipv4Add(p.Addr(), size-2), nil
+}
+
+// ipv4Diff is b - a for a <= b.
+func ipv4Diff(a, b netip.Addr) uint64 {
+	x, y := a.As4(), b.As4()
+	return uint64(binary.BigEndian.Uint32(y[:])) - uint64(binary.BigEndian.Uint32(x[:]))
+}
+
+// usableAddresses is how many addresses a subnet hands out in all.
+func usableAddresses(sn model.Subnet) int {
+	_, first, last, err := subnetRange(sn)
+	if err != nil {
+		return 0
+	}
+	return int(ipv4Diff(first, last) + 1)
 }
 
 func vpcFields(v *model.VPC) fieldFunc {
@@ -280,8 +332,7 @@ func (s *Service) DescribeSubnets(ctx context.Context, c Caller, ids []string, f
 			if err != nil {
 				return err
 			}
-			p, _ := netip.ParsePrefix(sn.CIDR)
-			out = append(out, SubnetInfo{Subnet: sn, Available: (1 << (32 - p.Bits())) - 5 - used})
+			out = append(out, SubnetInfo{Subnet: sn, Available: usableAddresses(sn) - used})
 		}
 		return nil
 	})

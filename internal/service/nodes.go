@@ -294,11 +294,15 @@ func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCach
 	if a, err := netip.ParseAddr(sn.Gateway); err == nil {
 		gw = a
 	}
+	mtu := s.cfg.MTU
+	if v.Uplink != "" {
+		mtu = 0 // a LAN without encapsulation: the node's host bridge's MTU
+	}
 	di.Network = nodeproto.Network{
 		VPCID:      i.VPCID,
 		Bridge:     BridgeName(i.VPCID),
 		Gateway:    fmt.Sprintf("%s/%d", gw, prefix.Bits()),
-		MTU:        s.cfg.MTU,
+		MTU:        mtu,
 		DNS:        gw.String(),
 		PrivateIP:  i.PrivateIP,
 		MAC:        i.MAC,

@@ -136,6 +136,8 @@ type NetworkTx interface {
 	ListSubnets(accountID string) ([]model.Subnet, error)
 	// SubnetUsed counts the live instances holding an address in a subnet.
 	SubnetUsed(subnetID string) (int, error)
+	// DeleteVPC removes a VPC, its subnets and its default group.
+	DeleteVPC(id string) error
 
 	InsertGroup(g model.SecurityGroup) error
 	GetGroup(id string) (model.SecurityGroup, error)

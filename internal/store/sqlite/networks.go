@@ -357,3 +357,30 @@ func (t *tx) VPCInstances(vpcIDs []string, sinceRev int64) ([]model.Instance, er
 	}
 	return out, rows.Err()
 }
+
+// DeleteVPC removes a VPC with its subnets and its default security group;
+// other groups must have been deleted. Terminated instances keep their
+// record (for the hour EC2 shows them) but lose their group memberships.
+func (t *tx) DeleteVPC(id string) error {
+	var others int
+	if err := t.row(`SELECT COUNT(*) FROM security_groups WHERE vpc_id = ? AND name <> ?`, id, model.DefaultGroup).Scan(&others); err != nil {
+		return err
+	}
+	if others > 0 {
+		return model.Errorf(model.KindDependencyViolation, model.ResVPC, id,
+			"The vpc '%s' has %d security groups besides its default one: delete them first", id, others)
+	}
+	for _, q := range []string{
+		`DELETE FROM instance_groups WHERE group_id IN (SELECT id FROM security_groups WHERE vpc_id = ?)`,
+		`DELETE FROM security_group_rules WHERE peer_group IN (SELECT id FROM security_groups WHERE vpc_id = ?)`,
+		`DELETE FROM tags WHERE resource_id IN (SELECT id FROM security_groups WHERE vpc_id = ?
+			UNION SELECT id FROM subnets WHERE vpc_id = ?1 UNION SELECT ?1)`,
+		`DELETE FROM security_groups WHERE vpc_id = ?`,
+		`DELETE FROM vpcs WHERE id = ?`,
+	} {
+		if _, err := t.exec(q, id); err != nil {
+			return fmt.Errorf("delete vpc %s: %w", id, err)
+		}
+	}
+	return nil
+}
