@@ -108,6 +108,9 @@ func (p *port) comments() [3]string {
 	if p.uplink {
 		up = " up=1"
 	}
+	if p.vpc != "" {
+		up += " vpc=" + p.vpc
+	}
 	return [3]string{
 		fmt.Sprintf("%sid=%s dev=%s own=%s%s", commentPrefix, p.id, p.dev, own, up),
 		fmt.Sprintf("%smac=%s ip=%s mark=%d", commentPrefix, p.mac, p.ip, p.mark),
@@ -153,7 +156,7 @@ func portFromComments(comments []string) (*port, error) {
 			}
 		}
 	}
-	p := &port{id: kv["id"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"], uplink: kv["up"] == "1"}
+	p := &port{id: kv["id"], vpc: kv["vpc"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"], uplink: kv["up"] == "1"}
 	var err error
 	if p.mac, err = net.ParseMAC(kv["mac"]); err != nil {
 		return nil, fmt.Errorf("mac: %w", err)

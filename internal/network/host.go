@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/clipper-cloud/clipper/internal/dnsd"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
 	"github.com/clipper-cloud/clipper/internal/undo"
 )
@@ -33,6 +34,8 @@ type Host struct {
 	log     *slog.Logger
 	hostDNS []netip.Addr
 	guard   *sysctlGuard
+	dnsCfg  dnsd.Config
+	dns     *dnsd.Server // on every network's gateway (dns.go)
 
 	mu       sync.Mutex
 	bridges  map[string]*bridgeNet // by bridge name
@@ -52,6 +55,7 @@ type Host struct {
 // port is one instance's attachment.
 type port struct {
 	id     string
+	vpc    string // the network's VPC (DNS records come from its peers)
 	dev    string // tap, or a device handed to AttachDevice
 	owned  bool   // dev is a tap Clipper made (Detach deletes it)
 	bridge string
@@ -69,7 +73,7 @@ type port struct {
 func (p *port) sameRules(o *port) bool {
 	return o != nil && o.id == p.id && o.dev == p.dev && o.owned == p.owned && o.bridge == p.bridge &&
 		o.ip == p.ip && o.mac.String() == p.mac.String() && o.mark == p.mark && slices.Equal(o.groups, p.groups) &&
-		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns) && o.uplink == p.uplink
+		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns) && o.uplink == p.uplink && o.vpc == p.vpc
 }
 
 // groupState is what the node keeps of a defined group.
@@ -121,6 +125,7 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 	for _, o := range opts {
 		o(h)
 	}
+	h.dns = dnsd.New(log, h.dnsCfg)
 	if err := h.adopt(); err != nil {
 		h.closeDHCP()
 		return nil, err
@@ -129,6 +134,7 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 		h.closeDHCP()
 		return nil, err
 	}
+	h.syncDNS()
 	h.guard = startGuard(log)
 	return h, nil
 }
@@ -259,7 +265,7 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	if len(dns) == 0 {
 		dns = []netip.Addr{c.gw.Addr()}
 	}
-	p := &port{id: id, dev: dev, owned: owned, bridge: bridge, ip: c.ip, mac: c.mac, groups: c.groups,
+	p := &port{id: id, vpc: n.VPCID, dev: dev, owned: owned, bridge: bridge, ip: c.ip, mac: c.mac, groups: c.groups,
 		gw: c.gw, mtu: c.mtu, dns: dns, uplink: bridged}
 	if old != nil {
 		p.mark = old.mark
@@ -322,6 +328,7 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 		h.removeBridgeIfUnused(old.bridge)
 	}
 	u.Success()
+	h.syncDNS()
 	h.log.Info("port attached", "instance", id, "device", dev, "bridge", p.bridge, "ip", p.ip,
 		"mac", p.mac.String(), "mark", fmt.Sprintf("%#x", p.mark), "groups", p.groups)
 	h.cleanupGroups()
@@ -392,6 +399,7 @@ func (h *Host) Detach(ctx context.Context, id string) error {
 		}
 	}
 	h.removeBridgeIfUnused(p.bridge)
+	h.syncDNS()
 	h.cleanupGroups()
 	h.log.Info("port detached", "instance", id, "device", p.dev)
 	return nil
@@ -478,6 +486,10 @@ func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int, mac net.Hardw
 	}
 	br.gateway, br.mtu, br.mac = gw, mtu, mac
 	br.dhcp.setNetwork(gw, mtu)
+	if err := h.dns.Listen(name, name, gw.Addr()); err != nil {
+		// Instances work without names; say so loudly.
+		h.log.Error("no DNS service on the network's gateway", "bridge", name, "error", err)
+	}
 	h.log.Info("bridge ready", "bridge", name, "gateway", gw, "mtu", mtu)
 	return br, nil
 }
@@ -500,6 +512,7 @@ func (h *Host) removeBridgeIfUnused(name string) {
 		h.log.Info("host bridge no longer used", "bridge", name)
 		return
 	}
+	h.dns.Stop(name)
 	if err := h.removeOverlay(br); err != nil {
 		h.log.Warn("remove overlay", "bridge", name, "error", err)
 	}
@@ -527,6 +540,7 @@ func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closeDHCP()
+	h.dns.Close()
 	return nil
 }
 
@@ -555,6 +569,7 @@ func (h *Host) Purge(ctx context.Context) error {
 			errs = append(errs, deleteLink(name))
 		}
 	}
+	h.dns.Close()
 	h.peers, h.peersKnown = nil, false
 	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
 		map[uint32]string{}, map[string]groupState{}, natRules{}
