@@ -97,7 +97,8 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	l, ok := d.leases[strings.ToLower(m.ClientHWAddr.String())]
 	gw, mtu, sid := d.gateway, d.mtu, d.serverID
 	d.mu.Unlock()
-	if !sid.IsValid() {
+	bridged := sid.IsValid()
+	if !bridged {
 		sid = gw.Addr()
 	}
 	if !ok {
@@ -145,7 +146,7 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		if len(dns) > 0 {
 			mods = append(mods, dhcpv4.WithDNS(dns...))
 		}
-		if !d.serverID.IsValid() {
+		if !bridged {
 			// The gateway's DNS service answers the private names
 			// (not in bridged mode, where the LAN's router is the
 			// gateway).

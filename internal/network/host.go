@@ -99,14 +99,14 @@ type bridgeNet struct {
 // design depends on (and fails with a clear error if it cannot), declares
 // Clipper's nftables tables, puts the metadata addresses on the loopback
 // device and adopts the ports a previous agent left behind. The sysctls
-// are checked again every few seconds until Close; a change is logged as
-// an error and undone.
+// are checked again four times a second until Close; a change is logged
+// as an error and undone.
 func New(log *slog.Logger, opts ...Option) (*Host, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	log = log.With("component", "network")
-	if err := pinAll(); err != nil {
+	if err := hostSysctls.pinAll(); err != nil {
 		return nil, err
 	}
 	if err := addMetadataAddrs(log); err != nil {
@@ -135,7 +135,7 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 		return nil, err
 	}
 	h.syncDNS()
-	h.guard = startGuard(log)
+	h.guard = startGuard(log, hostSysctls, guardInterval)
 	return h, nil
 }
 
