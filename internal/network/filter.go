@@ -33,7 +33,9 @@ import (
 //	    udp sport 67 dport 68 accept (DHCP replies)
 //	    meta nfproto ipv4 oifname . ip daddr vmap @in_ports
 //	chain node_input   hook input prio filter: iifname @bridges jump from_instances
-//	chain from_instances: what instances may reach on the node itself
+//	chain from_instances: what instances may reach on the node itself:
+//	    the first rules, metadata (IPv4 and IPv6), neighbour discovery,
+//	    DNS, ping
 //	chain eg-<id>, in-<id>: first rules, jump g-<group>-eg|in per group, drop
 //	chain g-<group>-in, g-<group>-eg: the group's compiled rules, accept
 //
@@ -140,6 +142,12 @@ func addBase(b *batch) {
 	b.rule(filterTable, from, join(nfproto(6), l4proto(protoTCP),
 		payloadCmp(expr.PayloadBaseNetworkHeader, 24, expr.CmpOpEq, MetadataIPv6.AsSlice()),
 		payloadCmp(expr.PayloadBaseTransportHeader, 2, expr.CmpOpEq, be16(80)), []expr.Any{accept()}), "clipper: metadata")
+	// IPv6 neighbour discovery with the node: router solicitations,
+	// neighbour solicitations and advertisements (ra.go).
+	b.rule(filterTable, from, join(nfproto(6), l4proto(protoICMPv6), []expr.Any{
+		payload(expr.PayloadBaseTransportHeader, 0, 1),
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{133}, ToData: []byte{136}},
+		accept()}), "clipper: neighbour discovery")
 	for _, p := range []int{protoUDP, protoTCP} {
 		b.rule(filterTable, from, join(l4proto(p),
 			payloadCmp(expr.PayloadBaseTransportHeader, 2, expr.CmpOpEq, be16(53)), []expr.Any{accept()}), "clipper: dns")

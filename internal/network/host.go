@@ -90,6 +90,9 @@ type bridgeNet struct {
 	mac     net.HardwareAddr // the gateway's, the same on every node
 	vni     int              // overlay, 0 if none
 	dhcp    *dhcpServer
+	ra      *raSender // IPv6 metadata (ra.go); nil without IPv6
+	raMTU   int
+	raMAC   string
 	// external is a host bridge Clipper did not make (bridged mode): it
 	// is never changed, filtered as a network or deleted.
 	external bool
@@ -486,6 +489,18 @@ func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int, mac net.Hardw
 	}
 	br.gateway, br.mtu, br.mac = gw, mtu, mac
 	br.dhcp.setNetwork(gw, mtu)
+	if br.ra == nil || br.raMTU != mtu || br.raMAC != mac.String() {
+		br.ra.stop()
+		br.ra = nil
+		if ipv6On() {
+			if err := metadataOnBridge(name); err != nil {
+				h.log.Warn("no IPv6 metadata on the network", "bridge", name, "error", err)
+			} else {
+				br.ra = startRA(name, mac, mtu, h.log)
+			}
+		}
+		br.raMTU, br.raMAC = mtu, mac.String()
+	}
 	if err := h.dns.Listen(name, name, gw.Addr()); err != nil {
 		// Instances work without names; say so loudly.
 		h.log.Error("no DNS service on the network's gateway", "bridge", name, "error", err)
@@ -507,6 +522,7 @@ func (h *Host) removeBridgeIfUnused(name string) {
 		return
 	}
 	br.dhcp.close()
+	br.ra.stop()
 	if br.external {
 		delete(h.bridges, name)
 		h.log.Info("host bridge no longer used", "bridge", name)
@@ -547,6 +563,8 @@ func (h *Host) Close() error {
 func (h *Host) closeDHCP() {
 	for _, br := range h.bridges {
 		br.dhcp.close()
+		br.ra.stop()
+		br.ra = nil
 	}
 }
 
@@ -562,6 +580,7 @@ func (h *Host) Purge(ctx context.Context) error {
 	}
 	for name, br := range h.bridges {
 		br.dhcp.close()
+		br.ra.stop()
 		if br.vni != 0 {
 			errs = append(errs, deleteLink(VXLANName(br.vni)))
 		}

@@ -21,13 +21,18 @@ import (
 // imdsProbe is user data that checks the metadata service from inside an
 // instance: IMDSv1 is refused, a 20 MB upload crosses a path whose MTU
 // shrinks behind the node (PMTU discovery needs the router's ICMP
-// "fragmentation needed" to reach the instance, which no group allows), and
-// then it reports whether the endpoint is open, each time that changes.
+// "fragmentation needed" to reach the instance, which no group allows), it
+// reads its instance ID over IPv6 (with nothing but its link-local address
+// and the route the node advertises), and then it reports whether the
+// endpoint is open, each time that changes.
 const imdsProbe = `#!/bin/sh
 M=169.254.169.254
 echo "IMDSV1 $(printf 'GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n' | nc -w 5 $M 80 | head -n 1 | tr -d '\r')"
 up() { printf 'POST / HTTP/1.0\r\nContent-Length: 20971520\r\n\r\n'; dd if=/dev/zero bs=1M count=20 2>/dev/null; }
 echo "XFER $(up | timeout 120 nc -w 30 198.51.100.2 9000 2>&1 | tail -n 1)"
+for i in $(seq 20); do grep -q '^fd000ec2000000000000000000000000 40' /proc/net/ipv6_route && break; sleep 1; done
+T6=$(printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 3 fd00:ec2::254 80 | tr -d '\r' | sed '1,/^$/d')
+echo "IMDS6 $(timeout 10 wget -q -O - --header "X-aws-ec2-metadata-token: $T6" 'http://[fd00:ec2::254]/latest/meta-data/instance-id')"
 tok() { printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 2 $M 80 2>/dev/null | head -n 1 | grep -q ' 200 '; }
 (
 	last=
@@ -137,6 +142,9 @@ func TestGuardrails(t *testing.T) {
 	}
 	if !strings.Contains(con, "XFER got 20971520") {
 		t.Errorf("the 20 MB upload through the 1400-byte route did not complete:\n%s", con)
+	}
+	if con := c.WaitConsole(t, g, "IMDS6", time.Minute); !strings.Contains(con, "IMDS6 "+g) {
+		t.Errorf("the guest did not read its instance ID from [fd00:ec2::254]:\n%s", con)
 	}
 	c.WaitConsole(t, g, "IMDS-ENDPOINT open", time.Minute)
 	setEndpoint := func(state types.InstanceMetadataEndpointState) {
