@@ -1,6 +1,8 @@
 // Package network sets up instance networking on a node: a Linux bridge
-// per network with its gateway address, outbound NAT and a DHCP server that
-// hands every known MAC its fixed address and the network's true MTU; a
+// per network with its gateway address, outbound NAT, a DHCP server that
+// hands every known MAC its fixed address and the network's true MTU, a
+// DNS service on the gateway (package dnsd, dns.go) and router
+// advertisements for the IPv6 metadata address (ra.go); a
 // persistent tap per instance; stateful security groups (nftables, inet
 // family, keyed on the instance's mark and address); MAC/IP/ARP
 // anti-spoofing (bridge family), which also marks every packet with its
