@@ -143,6 +143,9 @@ type nodeFlags struct {
 	driver   string
 	qemuPath string
 	address  string
+	// dnsUpstreams are the resolvers the node's DNS service forwards to
+	// (nil: the host's resolv.conf).
+	dnsUpstreams []string
 }
 
 func (f *nodeFlags) add(cmd *cobra.Command) {
@@ -152,6 +155,9 @@ func (f *nodeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.driver, "driver", "qemu", "hypervisor driver: qemu or fake")
 	cmd.Flags().StringVar(&f.qemuPath, "qemu", "qemu-system-x86_64", "QEMU binary (qemu driver)")
 	cmd.Flags().StringVar(&f.address, "address", "", "address other nodes reach this node at")
+	cmd.Flags().StringSliceVar(&f.dnsUpstreams, "dns-upstream", nil,
+		"resolvers (ADDR[:PORT], repeatable) the instances' DNS service forwards other names to; "+
+			"\"none\" for none (default: the nameservers of /etc/resolv.conf)")
 }
 
 // nodeParts is what a node agent drives: the hypervisor, the host's
@@ -179,6 +185,21 @@ func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (nodeParts, error) 
 			opts = append(opts, network.WithUnderlay(ul))
 		} else if f.address != "" {
 			log.Warn("--address is not an IP address: this node joins no overlay", "address", f.address)
+		}
+		if f.dnsUpstreams != nil {
+			ups := []string{}
+			for _, u := range f.dnsUpstreams {
+				if u == "none" {
+					continue
+				}
+				if _, err := netip.ParseAddr(u); err != nil {
+					if _, err := netip.ParseAddrPort(u); err != nil {
+						return nodeParts{}, fmt.Errorf("--dns-upstream %q: want ADDR or ADDR:PORT", u)
+					}
+				}
+				ups = append(ups, u)
+			}
+			opts = append(opts, network.WithDNSUpstreams(ups))
 		}
 		n, err := network.New(log, opts...)
 		if err != nil {

@@ -23,7 +23,10 @@ import (
 //	    ip udp sport 67 drop                     no DHCP servers in guests
 //	    ip saddr <ip> accept
 //	    ip saddr 0.0.0.0 daddr 255.255.255.255 udp 68 -> 67 accept
-//	    drop                                     IPv6, VLAN tags, the rest
+//	    ip6 icmpv6 type { nd-router-advert, nd-redirect } drop
+//	    ip6 saddr { <link-local>, :: } daddr { fe80::/10, ff02::/16,
+//	        fd00:ec2::254 } accept               the node only (ra.go)
+//	    drop                                     VLAN tags, the rest
 //
 // The ether type is read from the frame (link header), where a VLAN tag
 // shows even when the driver has taken it out of the packet: tagged frames
@@ -78,6 +81,7 @@ func addSpoofPort(b *batch, p *port) {
 		l4proto(protoUDP),
 		payloadCmp(expr.PayloadBaseTransportHeader, 0, expr.CmpOpEq, []byte{0, 68, 0, 67}),
 		[]expr.Any{accept()}), "")
+	addSpoofIPv6(b, ch, p)
 	b.rule(spoofTable, ch, []expr.Any{&expr.Counter{}, drop()}, meta[2])
 	b.addElems(mapPorts(), []nftables.SetElement{{Key: ifname(p.dev), VerdictData: jump(portChainName(p.id))}})
 }
@@ -107,6 +111,9 @@ func (p *port) comments() [3]string {
 	up := ""
 	if p.uplink {
 		up = " up=1"
+	}
+	if p.vpc != "" {
+		up += " vpc=" + p.vpc
 	}
 	return [3]string{
 		fmt.Sprintf("%sid=%s dev=%s own=%s%s", commentPrefix, p.id, p.dev, own, up),
@@ -153,7 +160,7 @@ func portFromComments(comments []string) (*port, error) {
 			}
 		}
 	}
-	p := &port{id: kv["id"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"], uplink: kv["up"] == "1"}
+	p := &port{id: kv["id"], vpc: kv["vpc"], dev: kv["dev"], owned: kv["own"] == "1", bridge: kv["br"], uplink: kv["up"] == "1"}
 	var err error
 	if p.mac, err = net.ParseMAC(kv["mac"]); err != nil {
 		return nil, fmt.Errorf("mac: %w", err)
@@ -181,4 +188,30 @@ func portFromComments(comments []string) (*port, error) {
 		return nil, fmt.Errorf("incomplete port record")
 	}
 	return p, nil
+}
+
+// ipv6Reach is where an instance's IPv6 may go: the link (neighbour
+// discovery with the node) and the metadata service.
+var ipv6Reach = mergeAddrs([]addrSpan{
+	prefixSpan(netip.MustParsePrefix("fe80::/10")),
+	prefixSpan(netip.MustParsePrefix("ff02::/16")),
+	prefixSpan(netip.PrefixFrom(MetadataIPv6, 128)),
+})
+
+// addSpoofIPv6 writes a port's IPv6 rules: its own link-local address (or
+// :: while it checks for duplicates) to the node and link only, and no
+// router advertisements or redirects.
+func addSpoofIPv6(b *batch, ch *nftables.Chain, p *port) {
+	ip6 := etherType(0x86dd)
+	for _, typ := range []byte{134, 137} {
+		b.rule(spoofTable, ch, join(ip6, l4proto(protoICMPv6),
+			payloadCmp(expr.PayloadBaseTransportHeader, 0, expr.CmpOpEq, []byte{typ}),
+			[]expr.Any{&expr.Counter{}, drop()}), "")
+	}
+	for _, src := range []netip.Addr{linkLocal(p.mac), netip.IPv6Unspecified()} {
+		b.rule(spoofTable, ch, join(ip6,
+			payloadCmp(expr.PayloadBaseNetworkHeader, 8, expr.CmpOpEq, src.AsSlice()),
+			[]expr.Any{payload(expr.PayloadBaseNetworkHeader, 24, 16),
+				b.anonSet(spoofTable, nftables.TypeIP6Addr, true, addrElems(ipv6Reach)), accept()}), "")
+	}
 }

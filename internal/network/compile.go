@@ -34,12 +34,14 @@ type addrSpan struct{ lo, hi netip.Addr }
 // compiledRule is one nftables rule of a group chain: it accepts packets
 // of its family and protocol whose peer address (source for ingress,
 // destination for egress) is in Peers (or in PeerGroup's members) and
-// whose port (or ICMP type and code) is in Ports.
+// whose port (or ICMP type and code) is in Ports, or, for a rule with
+// Pairs, whose peer address and port together fall in one of the pairs.
 //
-// Rules that share everything but their peers are merged into one address
-// set, and rules that then share their peers are merged into one port set,
-// so a group of 1,000 CIDR rules on a handful of ports compiles to a
-// handful of set lookups.
+// CIDR rules with ports compile to one rule per family and protocol whose
+// pairs go into one concatenated interval set (address . port): one
+// lookup, whatever the number of rules and ports. CIDR rules for any port
+// merge into one address set per family and protocol, and source-group
+// rules into one rule per group and protocol with a port set.
 type compiledRule struct {
 	Family ipFamily
 	Proto  int    // protoAny or an IP protocol number
@@ -48,6 +50,15 @@ type compiledRule struct {
 	// means any address.
 	Peers     []addrSpan
 	PeerGroup string // group whose members are the peers
+	// Pairs, when set, are disjoint address . port rectangles (Peers
+	// and Ports are then unused).
+	Pairs []pairSpan
+}
+
+// pairSpan is an address range with a port (or ICMP type.code) range.
+type pairSpan struct {
+	Addr addrSpan
+	Port span
 }
 
 // ruleError says why a rule was left out: bad rules are dropped, which
@@ -241,8 +252,67 @@ func compileRules(rules []nodeproto.Rule) ([]compiledRule, []error) {
 	return mergeAtoms(atoms), errs
 }
 
+// maxPairs bounds the elements of one concatenated set; rules whose
+// pairs would cut into more (a pathological overlap of many ranges) are
+// compiled as one rule per port set instead.
+const maxPairs = 1 << 16
+
 // mergeAtoms merges atoms into as few rules as their shapes allow.
 func mergeAtoms(atoms []atom) []compiledRule {
+	type famProto struct {
+		fam   ipFamily
+		proto int
+	}
+	var pairAtoms []atom
+	pairs := map[famProto][]pairSpan{}
+	var rest []atom
+	for _, a := range atoms {
+		if a.group == "" && a.ports != nil {
+			k := famProto{a.fam, a.proto}
+			pairs[k] = append(pairs[k], pairSpan{peerSpan(a), a.ports[0]})
+			pairAtoms = append(pairAtoms, a)
+			continue
+		}
+		rest = append(rest, a)
+	}
+	out := mergeByPeers(rest)
+	for k, ps := range pairs {
+		cut := disjointPairs(ps)
+		if len(cut) > maxPairs {
+			var these []atom
+			for _, a := range pairAtoms {
+				if a.fam == k.fam && a.proto == k.proto {
+					these = append(these, a)
+				}
+			}
+			out = append(out, mergeByPeers(these)...)
+			continue
+		}
+		out = append(out, compiledRule{Family: k.fam, Proto: k.proto, Pairs: cut})
+	}
+	slices.SortFunc(out, compareCompiled)
+	return out
+}
+
+// peerSpan is the address range of an atom's CIDR peer.
+func peerSpan(a atom) addrSpan {
+	if a.any {
+		return prefixSpan(netip.PrefixFrom(familyZero(a.fam), 0))
+	}
+	return prefixSpan(a.peer)
+}
+
+func familyZero(f ipFamily) netip.Addr {
+	if f == 6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// mergeByPeers merges atoms into one rule per peer shape (any address, a
+// group's members, or a set of address ranges), each with the union of
+// its ports.
+func mergeByPeers(atoms []atom) []compiledRule {
 	type portKey struct {
 		fam   ipFamily
 		proto int
@@ -306,7 +376,6 @@ func mergeAtoms(atoms []atom) []compiledRule {
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, compareCompiled)
 	return out
 }
 
@@ -332,6 +401,18 @@ func (r compiledRule) render(peer string) string {
 		ip = "ip6"
 	}
 	b.WriteString("meta nfproto ipv" + strconv.Itoa(int(r.Family)))
+	field := "th dport"
+	if r.Proto == protoICMP || r.Proto == protoICMPv6 {
+		field = "@th,0,16" // type and code
+	}
+	if r.Pairs != nil {
+		parts := make([]string, len(r.Pairs))
+		for i, p := range r.Pairs {
+			parts[i] = renderAddrSpan(p.Addr) + " . " + renderSpan(p.Port)
+		}
+		fmt.Fprintf(&b, " meta l4proto %d %s %s . %s { %s } accept", r.Proto, ip, peer, field, strings.Join(parts, ", "))
+		return b.String()
+	}
 	switch {
 	case r.PeerGroup != "":
 		fmt.Fprintf(&b, " %s %s @%s", ip, peer, memberSetName(r.PeerGroup))
@@ -348,15 +429,7 @@ func (r compiledRule) render(peer string) string {
 	if r.Ports != nil {
 		parts := make([]string, len(r.Ports))
 		for i, s := range r.Ports {
-			if s.lo == s.hi {
-				parts[i] = strconv.Itoa(int(s.lo))
-			} else {
-				parts[i] = fmt.Sprintf("%d-%d", s.lo, s.hi)
-			}
-		}
-		field := "th dport"
-		if r.Proto == protoICMP || r.Proto == protoICMPv6 {
-			field = "@th,0,16" // type and code
+			parts[i] = renderSpan(s)
 		}
 		fmt.Fprintf(&b, " %s { %s }", field, strings.Join(parts, ", "))
 	}
@@ -379,4 +452,11 @@ func renderAddrSpan(s addrSpan) string {
 		}
 	}
 	return s.lo.String() + "-" + s.hi.String()
+}
+
+func renderSpan(s span) string {
+	if s.lo == s.hi {
+		return strconv.Itoa(int(s.lo))
+	}
+	return fmt.Sprintf("%d-%d", s.lo, s.hi)
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
 )
 
 // leaseTime is the DHCP lease length; addresses are fixed, so it only
@@ -95,7 +97,8 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	l, ok := d.leases[strings.ToLower(m.ClientHWAddr.String())]
 	gw, mtu, sid := d.gateway, d.mtu, d.serverID
 	d.mu.Unlock()
-	if !sid.IsValid() {
+	bridged := sid.IsValid()
+	if !bridged {
 		sid = gw.Addr()
 	}
 	if !ok {
@@ -142,6 +145,12 @@ func (d *dhcpServer) reply(m *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		)
 		if len(dns) > 0 {
 			mods = append(mods, dhcpv4.WithDNS(dns...))
+		}
+		if !bridged {
+			// The gateway's DNS service answers the private names
+			// (not in bridged mode, where the LAN's router is the
+			// gateway).
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(nodeproto.PrivateDNSDomain)))
 		}
 		if m.MessageType() != dhcpv4.MessageTypeInform {
 			mods = append(mods, dhcpv4.WithYourIP(l.ip.AsSlice()))

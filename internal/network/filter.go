@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // The filter table (inet clipper_filter):
@@ -32,7 +33,9 @@ import (
 //	    udp sport 67 dport 68 accept (DHCP replies)
 //	    meta nfproto ipv4 oifname . ip daddr vmap @in_ports
 //	chain node_input   hook input prio filter: iifname @bridges jump from_instances
-//	chain from_instances: what instances may reach on the node itself
+//	chain from_instances: what instances may reach on the node itself:
+//	    the first rules, metadata (IPv4 and IPv6), neighbour discovery,
+//	    DNS, ping
 //	chain eg-<id>, in-<id>: first rules, jump g-<group>-eg|in per group, drop
 //	chain g-<group>-in, g-<group>-eg: the group's compiled rules, accept
 //
@@ -139,6 +142,12 @@ func addBase(b *batch) {
 	b.rule(filterTable, from, join(nfproto(6), l4proto(protoTCP),
 		payloadCmp(expr.PayloadBaseNetworkHeader, 24, expr.CmpOpEq, MetadataIPv6.AsSlice()),
 		payloadCmp(expr.PayloadBaseTransportHeader, 2, expr.CmpOpEq, be16(80)), []expr.Any{accept()}), "clipper: metadata")
+	// IPv6 neighbour discovery with the node: router solicitations,
+	// neighbour solicitations and advertisements (ra.go).
+	b.rule(filterTable, from, join(nfproto(6), l4proto(protoICMPv6), []expr.Any{
+		payload(expr.PayloadBaseTransportHeader, 0, 1),
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{133}, ToData: []byte{136}},
+		accept()}), "clipper: neighbour discovery")
 	for _, p := range []int{protoUDP, protoTCP} {
 		b.rule(filterTable, from, join(l4proto(p),
 			payloadCmp(expr.PayloadBaseTransportHeader, 2, expr.CmpOpEq, be16(53)), []expr.Any{accept()}), "clipper: dns")
@@ -265,17 +274,34 @@ func delGroup(b *batch, id string) {
 // the destination address, ingress rules the source.
 func ruleExprs(b *batch, r compiledRule, egress bool) []expr.Any {
 	out := nfproto(r.Family)
-	if r.PeerGroup != "" || r.Peers != nil {
-		off, n, key := uint32(12), uint32(4), nftables.TypeIPAddr
+	off, n, key := uint32(12), uint32(4), nftables.TypeIPAddr
+	if egress {
+		off = 16
+	}
+	if r.Family == 6 {
+		off, n, key = 8, 16, nftables.TypeIP6Addr
 		if egress {
-			off = 16
+			off = 24
 		}
-		if r.Family == 6 {
-			off, n, key = 8, 16, nftables.TypeIP6Addr
-			if egress {
-				off = 24
-			}
-		}
+	}
+	portOff := uint32(2) // destination port
+	if r.Proto == protoICMP || r.Proto == protoICMPv6 {
+		portOff = 0 // type and code
+	}
+	if r.Pairs != nil {
+		// meta l4proto P  <peer addr> . <port> @pairs  accept: the address
+		// goes to the 32-bit registers from 8 on, the port to the next.
+		out = append(out, l4proto(r.Proto)...)
+		portReg := uint32(unix.NFT_REG32_00) + n/4
+		out = append(out,
+			&expr.Payload{DestRegister: unix.NFT_REG32_00, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2})
+		s := &nftables.Set{Table: filterTable, Anonymous: true, Constant: true, Interval: true, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(key, nftables.TypeInetService)}
+		b.addSet(s, pairElems(r.Pairs))
+		return append(out, &expr.Lookup{SourceRegister: unix.NFT_REG32_00, SetName: s.Name, SetID: s.ID}, accept())
+	}
+	if r.PeerGroup != "" || r.Peers != nil {
 		out = append(out, payload(expr.PayloadBaseNetworkHeader, off, n))
 		if r.PeerGroup != "" {
 			out = append(out, &expr.Lookup{SourceRegister: 1, SetName: memberSetName(r.PeerGroup)})
@@ -287,11 +313,7 @@ func ruleExprs(b *batch, r compiledRule, egress bool) []expr.Any {
 		out = append(out, l4proto(r.Proto)...)
 	}
 	if r.Ports != nil {
-		off := uint32(2) // destination port
-		if r.Proto == protoICMP || r.Proto == protoICMPv6 {
-			off = 0 // type and code
-		}
-		out = append(out, payload(expr.PayloadBaseTransportHeader, off, 2))
+		out = append(out, payload(expr.PayloadBaseTransportHeader, portOff, 2))
 		if len(r.Ports) == 1 {
 			s := r.Ports[0]
 			if s.lo == s.hi {

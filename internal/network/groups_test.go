@@ -1,6 +1,8 @@
 package network
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,4 +108,44 @@ func TestSecurityGroups(t *testing.T) {
 		b.attach(l)
 		mustReach(t, a.ns, hostPort(b.ip(), 80), "i-b")
 	})
+}
+
+// TestManyPortRules: a group of rules on hundreds of distinct ports and
+// CIDRs (one concatenated interval set in the kernel) lets through
+// exactly the address and port pairs its rules name, ICMP by type too.
+func TestManyPortRules(t *testing.T) {
+	l := newLab(t)
+	var in []nodeproto.Rule
+	for i := range 300 {
+		// None of these match the outside host (192.0.2.2).
+		in = append(in, nodeproto.Rule{Protocol: "tcp", FromPort: 10000 + i, ToPort: 10000 + i,
+			CIDRs: []string{fmt.Sprintf("10.%d.%d.0/24", 64+i/200, i%200)}})
+	}
+	in = append(in,
+		nodeproto.Rule{Protocol: "tcp", FromPort: 8000, ToPort: 8100, CIDRs: []string{"192.0.2.0/24"}},
+		nodeproto.Rule{Protocol: "tcp", FromPort: 9000, ToPort: 9000, CIDRs: []string{"192.0.2.3/32"}},
+		nodeproto.Rule{Protocol: "icmp", FromPort: 8, ToPort: 0, CIDRs: []string{"192.0.2.0/24"}})
+	g := nodeproto.SecurityGroup{ID: "sg-many", Ingress: in,
+		Egress: []nodeproto.Rule{{Protocol: "-1", CIDRs: []string{"0.0.0.0/0"}}}}
+	if err := l.h.SetGroups(l.ctx, []nodeproto.SecurityGroup{g}, true); err != nil {
+		t.Fatal(err)
+	}
+	a := l.instance("i-a", net1, "10.7.0.10", "02:00:00:00:00:0a", true, "sg-many")
+	out := l.outside()
+	for _, p := range []string{":8000", ":8050", ":8101", ":9000", ":10000"} {
+		serveTCP(t, a.ns, p, "i-a")
+	}
+	mustReach(t, out, hostPort(a.ip(), 8000), "i-a")
+	mustReach(t, out, hostPort(a.ip(), 8050), "i-a")
+	mustNotReach(t, out, hostPort(a.ip(), 8101))
+	mustNotReach(t, out, hostPort(a.ip(), 9000))  // only from 192.0.2.3
+	mustNotReach(t, out, hostPort(a.ip(), 10000)) // only from 10.64.0.0/24
+	if _, err := out.Output("ping", "-c", "1", "-W", "2", a.ip()); err != nil {
+		t.Errorf("echo request allowed by type 8 code 0 did not pass: %v", err)
+	}
+	// The same group compiles to one rule in the kernel.
+	chain := sh(t, "nft", "list", "chain", "inet", FilterTable, groupChainName("sg-many", dirIn))
+	if n := strings.Count(chain, "accept"); n != 2 {
+		t.Errorf("%d accept rules in the group chain, want 2 (tcp, icmp):\n%.2000s", n, chain)
+	}
 }

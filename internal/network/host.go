@@ -1,6 +1,8 @@
 // Package network sets up instance networking on a node: a Linux bridge
-// per network with its gateway address, outbound NAT and a DHCP server that
-// hands every known MAC its fixed address and the network's true MTU; a
+// per network with its gateway address, outbound NAT, a DHCP server that
+// hands every known MAC its fixed address and the network's true MTU, a
+// DNS service on the gateway (package dnsd, dns.go) and router
+// advertisements for the IPv6 metadata address (ra.go); a
 // persistent tap per instance; stateful security groups (nftables, inet
 // family, keyed on the instance's mark and address); MAC/IP/ARP
 // anti-spoofing (bridge family), which also marks every packet with its
@@ -24,6 +26,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/clipper-cloud/clipper/internal/dnsd"
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
 	"github.com/clipper-cloud/clipper/internal/undo"
 )
@@ -33,6 +36,8 @@ type Host struct {
 	log     *slog.Logger
 	hostDNS []netip.Addr
 	guard   *sysctlGuard
+	dnsCfg  dnsd.Config
+	dns     *dnsd.Server // on every network's gateway (dns.go)
 
 	mu       sync.Mutex
 	bridges  map[string]*bridgeNet // by bridge name
@@ -52,6 +57,7 @@ type Host struct {
 // port is one instance's attachment.
 type port struct {
 	id     string
+	vpc    string // the network's VPC (DNS records come from its peers)
 	dev    string // tap, or a device handed to AttachDevice
 	owned  bool   // dev is a tap Clipper made (Detach deletes it)
 	bridge string
@@ -69,7 +75,7 @@ type port struct {
 func (p *port) sameRules(o *port) bool {
 	return o != nil && o.id == p.id && o.dev == p.dev && o.owned == p.owned && o.bridge == p.bridge &&
 		o.ip == p.ip && o.mac.String() == p.mac.String() && o.mark == p.mark && slices.Equal(o.groups, p.groups) &&
-		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns) && o.uplink == p.uplink
+		o.gw == p.gw && o.mtu == p.mtu && slices.Equal(o.dns, p.dns) && o.uplink == p.uplink && o.vpc == p.vpc
 }
 
 // groupState is what the node keeps of a defined group.
@@ -86,6 +92,9 @@ type bridgeNet struct {
 	mac     net.HardwareAddr // the gateway's, the same on every node
 	vni     int              // overlay, 0 if none
 	dhcp    *dhcpServer
+	ra      *raSender // IPv6 metadata (ra.go); nil without IPv6
+	raMTU   int
+	raMAC   string
 	// external is a host bridge Clipper did not make (bridged mode): it
 	// is never changed, filtered as a network or deleted.
 	external bool
@@ -95,14 +104,14 @@ type bridgeNet struct {
 // design depends on (and fails with a clear error if it cannot), declares
 // Clipper's nftables tables, puts the metadata addresses on the loopback
 // device and adopts the ports a previous agent left behind. The sysctls
-// are checked again every few seconds until Close; a change is logged as
-// an error and undone.
+// are checked again four times a second until Close; a change is logged
+// as an error and undone.
 func New(log *slog.Logger, opts ...Option) (*Host, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	log = log.With("component", "network")
-	if err := pinAll(); err != nil {
+	if err := hostSysctls.pinAll(); err != nil {
 		return nil, err
 	}
 	if err := addMetadataAddrs(log); err != nil {
@@ -121,6 +130,7 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 	for _, o := range opts {
 		o(h)
 	}
+	h.dns = dnsd.New(log, h.dnsCfg)
 	if err := h.adopt(); err != nil {
 		h.closeDHCP()
 		return nil, err
@@ -129,7 +139,8 @@ func New(log *slog.Logger, opts ...Option) (*Host, error) {
 		h.closeDHCP()
 		return nil, err
 	}
-	h.guard = startGuard(log)
+	h.syncDNS()
+	h.guard = startGuard(log, hostSysctls, guardInterval)
 	return h, nil
 }
 
@@ -260,7 +271,7 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 	if len(dns) == 0 {
 		dns = []netip.Addr{c.gw.Addr()}
 	}
-	p := &port{id: id, dev: dev, owned: owned, bridge: bridge, ip: c.ip, mac: c.mac, groups: c.groups,
+	p := &port{id: id, vpc: n.VPCID, dev: dev, owned: owned, bridge: bridge, ip: c.ip, mac: c.mac, groups: c.groups,
 		gw: c.gw, mtu: c.mtu, dns: dns, uplink: bridged}
 	if old != nil {
 		p.mark = old.mark
@@ -323,6 +334,7 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 		h.removeBridgeIfUnused(old.bridge)
 	}
 	u.Success()
+	h.syncDNS()
 	h.log.Info("port attached", "instance", id, "device", dev, "bridge", p.bridge, "ip", p.ip,
 		"mac", p.mac.String(), "mark", fmt.Sprintf("%#x", p.mark), "groups", p.groups)
 	h.cleanupGroups()
@@ -393,6 +405,7 @@ func (h *Host) Detach(ctx context.Context, id string) error {
 		}
 	}
 	h.removeBridgeIfUnused(p.bridge)
+	h.syncDNS()
 	h.cleanupGroups()
 	h.log.Info("port detached", "instance", id, "device", p.dev)
 	return nil
@@ -479,6 +492,22 @@ func (h *Host) ensureBridge(name string, gw netip.Prefix, mtu int, mac net.Hardw
 	}
 	br.gateway, br.mtu, br.mac = gw, mtu, mac
 	br.dhcp.setNetwork(gw, mtu)
+	if br.ra == nil || br.raMTU != mtu || br.raMAC != mac.String() {
+		br.ra.stop()
+		br.ra = nil
+		if ipv6On() {
+			if err := metadataOnBridge(name); err != nil {
+				h.log.Warn("no IPv6 metadata on the network", "bridge", name, "error", err)
+			} else {
+				br.ra = startRA(name, mac, mtu, h.log)
+			}
+		}
+		br.raMTU, br.raMAC = mtu, mac.String()
+	}
+	if err := h.dns.Listen(name, name, gw.Addr()); err != nil {
+		// Instances work without names; say so loudly.
+		h.log.Error("no DNS service on the network's gateway", "bridge", name, "error", err)
+	}
 	h.log.Info("bridge ready", "bridge", name, "gateway", gw, "mtu", mtu)
 	return br, nil
 }
@@ -496,11 +525,13 @@ func (h *Host) removeBridgeIfUnused(name string) {
 		return
 	}
 	br.dhcp.close()
+	br.ra.stop()
 	if br.external {
 		delete(h.bridges, name)
 		h.log.Info("host bridge no longer used", "bridge", name)
 		return
 	}
+	h.dns.Stop(name)
 	if err := h.removeOverlay(br); err != nil {
 		h.log.Warn("remove overlay", "bridge", name, "error", err)
 	}
@@ -528,12 +559,15 @@ func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closeDHCP()
+	h.dns.Close()
 	return nil
 }
 
 func (h *Host) closeDHCP() {
 	for _, br := range h.bridges {
 		br.dhcp.close()
+		br.ra.stop()
+		br.ra = nil
 	}
 }
 
@@ -549,6 +583,7 @@ func (h *Host) Purge(ctx context.Context) error {
 	}
 	for name, br := range h.bridges {
 		br.dhcp.close()
+		br.ra.stop()
 		if br.vni != 0 {
 			errs = append(errs, deleteLink(VXLANName(br.vni)))
 		}
@@ -556,6 +591,7 @@ func (h *Host) Purge(ctx context.Context) error {
 			errs = append(errs, deleteLink(name))
 		}
 	}
+	h.dns.Close()
 	h.peers, h.peersKnown = nil, false
 	h.ports, h.bridges, h.marks, h.groups, h.nat = map[string]*port{}, map[string]*bridgeNet{},
 		map[uint32]string{}, map[string]groupState{}, natRules{}

@@ -182,7 +182,7 @@ func addMetadataAddrs(log *slog.Logger) error {
 	if err := netlink.AddrReplace(lo, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(MetadataIPv4, 32))}); err != nil {
 		return fmt.Errorf("network: metadata address %s on lo: %w", MetadataIPv4, err)
 	}
-	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+	if !ipv6On() {
 		log.Warn("IPv6 is off: no IPv6 metadata address", "address", MetadataIPv6)
 		return nil
 	}
@@ -191,4 +191,10 @@ func addMetadataAddrs(log *slog.Logger) error {
 		log.Warn("no IPv6 metadata address", "address", MetadataIPv6, "error", err)
 	}
 	return nil
+}
+
+// ipv6On reports whether the node has IPv6.
+func ipv6On() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
 }

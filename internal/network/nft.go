@@ -327,3 +327,17 @@ func spanElems(spans []span) []nftables.SetElement {
 	}
 	return out
 }
+
+// pairElems turns disjoint address . port rectangles into the elements of
+// a concatenated interval set: each key is the address followed by the
+// port padded to four bytes, with the inclusive end in KeyEnd.
+func pairElems(pairs []pairSpan) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(pairs))
+	for _, p := range pairs {
+		out = append(out, nftables.SetElement{
+			Key:    append(p.Addr.lo.AsSlice(), byte(p.Port.lo>>8), byte(p.Port.lo), 0, 0),
+			KeyEnd: append(p.Addr.hi.AsSlice(), byte(p.Port.hi>>8), byte(p.Port.hi), 0, 0),
+		})
+	}
+	return out
+}

@@ -275,6 +275,7 @@ func (h *Host) SetPeers(ctx context.Context, peers []nodeproto.Peer) error {
 	defer h.mu.Unlock()
 	h.peers = append(h.peers[:0:0], peers...)
 	h.peersKnown = true
+	h.syncDNS()
 	var errs []error
 	for _, br := range h.bridges {
 		if br.vni != 0 {

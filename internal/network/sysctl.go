@@ -24,28 +24,64 @@ var pinned = []sysctl{
 		"the metadata service identifies an instance by the mark of its connection"},
 }
 
-// guardInterval is how often the guard checks the pinned settings.
-const guardInterval = 2 * time.Second
+// guardInterval is how often the guard checks the pinned settings. A
+// flipped bridge-nf-call-iptables lets bridged traffic skip the groups
+// until the guard sets it back, so the window is kept short; a check is
+// four reads of /proc (a few microseconds).
+const guardInterval = 250 * time.Millisecond
 
-func pinSysctl(s sysctl) error {
-	if err := os.WriteFile(s.path, []byte(s.want), 0o644); err != nil {
+// sysctls reads and writes the pinned settings under root ("" for the
+// real /proc; a directory in tests).
+type sysctls struct {
+	root string
+	list []sysctl
+}
+
+var hostSysctls = sysctls{list: pinned}
+
+func (sc sysctls) read(s sysctl) (string, error) {
+	b, err := os.ReadFile(sc.root + s.path)
+	return strings.TrimSpace(string(b)), err
+}
+
+func (sc sysctls) pin(s sysctl) error {
+	if err := os.WriteFile(sc.root+s.path, []byte(s.want), 0o644); err != nil {
 		return fmt.Errorf("network: cannot set %s to %s (%s): %w; the node agent needs root and a kernel with bridge netfilter",
 			s.path, s.want, s.why, err)
 	}
-	got, err := os.ReadFile(s.path)
-	if err != nil || strings.TrimSpace(string(got)) != s.want {
+	if got, err := sc.read(s); err != nil || got != s.want {
 		return fmt.Errorf("network: %s did not stay at %s (%s)", s.path, s.want, s.why)
 	}
 	return nil
 }
 
-func pinAll() error {
-	for _, s := range pinned {
-		if err := pinSysctl(s); err != nil {
+// pinAll sets every setting, stopping at the first that cannot be set.
+func (sc sysctls) pinAll() error {
+	for _, s := range sc.list {
+		if err := sc.pin(s); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// check sets back every setting that changed, logging each as an error,
+// and reports how many it found changed.
+func (sc sysctls) check(log *slog.Logger) int {
+	changed := 0
+	for _, s := range sc.list {
+		got, err := sc.read(s)
+		if err == nil && got == s.want {
+			continue
+		}
+		changed++
+		log.Error("network: a pinned sysctl changed; setting it back", "sysctl", s.path,
+			"value", got, "want", s.want, "why", s.why)
+		if err := sc.pin(s); err != nil {
+			log.Error("network: cannot pin sysctl", "error", err)
+		}
+	}
+	return changed
 }
 
 // sysctlGuard checks the pinned settings until stopped: a setting that
@@ -55,11 +91,11 @@ type sysctlGuard struct {
 	done chan struct{}
 }
 
-func startGuard(log *slog.Logger) *sysctlGuard {
+func startGuard(log *slog.Logger, sc sysctls, every time.Duration) *sysctlGuard {
 	g := &sysctlGuard{quit: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(g.done)
-		t := time.NewTicker(guardInterval)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -67,17 +103,7 @@ func startGuard(log *slog.Logger) *sysctlGuard {
 				return
 			case <-t.C:
 			}
-			for _, s := range pinned {
-				got, err := os.ReadFile(s.path)
-				if err == nil && strings.TrimSpace(string(got)) == s.want {
-					continue
-				}
-				log.Error("network: a pinned sysctl changed; setting it back", "sysctl", s.path,
-					"value", strings.TrimSpace(string(got)), "want", s.want, "why", s.why)
-				if err := pinSysctl(s); err != nil {
-					log.Error("network: cannot pin sysctl", "error", err)
-				}
-			}
+			sc.check(log)
 		}
 	}()
 	return g

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
 	"github.com/clipper-cloud/clipper/internal/scheduler"
 	"github.com/clipper-cloud/clipper/internal/store"
 )
@@ -439,12 +440,7 @@ func instanceFields(i *model.Instance) fieldFunc {
 }
 
 // PrivateDNSName is the EC2-style host name for a private address.
-func PrivateDNSName(ip string) string {
-	if ip == "" {
-		return ""
-	}
-	return "ip-" + strings.ReplaceAll(ip, ".", "-") + ".ec2.internal"
-}
+func PrivateDNSName(ip string) string { return nodeproto.PrivateDNSName(ip) }
 
 // checkInstanceIDs validates the shape of instance IDs.
 func checkInstanceIDs(ids []string) error {

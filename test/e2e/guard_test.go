@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,18 +15,24 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/clipper-cloud/clipper/internal/testutil/netns"
+	"github.com/clipper-cloud/clipper/internal/testutil/nftcheck"
 )
 
 // imdsProbe is user data that checks the metadata service from inside an
 // instance: IMDSv1 is refused, a 20 MB upload crosses a path whose MTU
 // shrinks behind the node (PMTU discovery needs the router's ICMP
-// "fragmentation needed" to reach the instance, which no group allows), and
-// then it reports whether the endpoint is open, each time that changes.
+// "fragmentation needed" to reach the instance, which no group allows), it
+// reads its instance ID over IPv6 (with nothing but its link-local address
+// and the route the node advertises), and then it reports whether the
+// endpoint is open, each time that changes.
 const imdsProbe = `#!/bin/sh
 M=169.254.169.254
-if timeout 5 wget -q -O /dev/null http://$M/latest/meta-data/instance-id; then echo IMDSV1 allowed; else echo IMDSV1 refused; fi
+echo "IMDSV1 $(printf 'GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n' | nc -w 5 $M 80 | head -n 1 | tr -d '\r')"
 up() { printf 'POST / HTTP/1.0\r\nContent-Length: 20971520\r\n\r\n'; dd if=/dev/zero bs=1M count=20 2>/dev/null; }
 echo "XFER $(up | timeout 120 nc -w 30 198.51.100.2 9000 2>&1 | tail -n 1)"
+for i in $(seq 20); do grep -q '^fd000ec2000000000000000000000000 40' /proc/net/ipv6_route && break; sleep 1; done
+T6=$(printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 3 fd00:ec2::254 80 | tr -d '\r' | sed '1,/^$/d')
+echo "IMDS6 $(timeout 10 wget -q -O - --header "X-aws-ec2-metadata-token: $T6" 'http://[fd00:ec2::254]/latest/meta-data/instance-id')"
 tok() { printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n' | nc -w 2 $M 80 2>/dev/null | head -n 1 | grep -q ' 200 '; }
 (
 	last=
@@ -38,7 +45,8 @@ tok() { printf 'PUT /latest/api/token HTTP/1.0\r\nX-aws-ec2-metadata-token-ttl-s
 `
 
 // spoofProbe is user data that pings the gateway with its own addresses,
-// with another IP, with another MAC, and with its own again.
+// with another IP, with another MAC, and with its own again; then it
+// announces the other instance's address (@VICTIM@) by gratuitous ARP.
 const spoofProbe = `#!/bin/sh
 GW=$(ip route | awk '/^default/ { print $3; exit }')
 IP=$(ip -4 addr show dev eth0 | awk '$1 == "inet" { print $2; exit }')
@@ -57,6 +65,11 @@ remac 02:00:00:00:00:99
 p mac
 remac $MAC
 p mac-restored
+VICTIM=@VICTIM@
+ip addr add $VICTIM/32 dev eth0
+arping -U -c 3 -I eth0 -s $VICTIM $VICTIM >/dev/null 2>&1
+echo "SPOOF-arp sent rc=$?"
+ip addr del $VICTIM/32 dev eth0
 `
 
 // TestGuardrails checks what instances cannot break, with real VMs: IMDSv1
@@ -99,24 +112,39 @@ func TestGuardrails(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	launch := func(userData string) string {
+	launch := func(userData string) types.Instance {
 		t.Helper()
 		out, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
 			MinCount: aws.Int32(1), MaxCount: aws.Int32(1), UserData: aws.String(encode64(userData))})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return aws.ToString(out.Instances[0].InstanceId)
+		return out.Instances[0]
 	}
-	g := launch(imdsProbe)
-	s := launch(spoofProbe)
+	gi := launch(imdsProbe)
+	g, gIP, gMAC := aws.ToString(gi.InstanceId), aws.ToString(gi.PrivateIpAddress), instanceMAC(gi)
+	si := launch(strings.ReplaceAll(spoofProbe, "@VICTIM@", gIP))
+	s, sMAC := aws.ToString(si.InstanceId), instanceMAC(si)
 
 	con := c.WaitConsole(t, g, "XFER", 4*time.Minute)
-	if !strings.Contains(con, "IMDSV1 refused") {
-		t.Errorf("IMDSv1 was not refused with tokens required:\n%s", con)
+	if !regexp.MustCompile(`IMDSV1 HTTP/1\.[01] 401 `).MatchString(con) {
+		t.Errorf("IMDSv1 was not refused with 401 with tokens required:\n%s", con)
+	}
+	// The fixed first rules head every instance chain of the live rule
+	// set (the transfer below passing cannot show it: the router's ICMP is
+	// RELATED to a tracked connection).
+	rs, err := c.NS.Output("nft", "-j", "list", "ruleset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chains, err := nftcheck.FirstRules([]byte(rs), "clipper_filter"); err != nil || len(chains) != 4 {
+		t.Errorf("instance chains %v: %v", chains, err)
 	}
 	if !strings.Contains(con, "XFER got 20971520") {
 		t.Errorf("the 20 MB upload through the 1400-byte route did not complete:\n%s", con)
+	}
+	if con := c.WaitConsole(t, g, "IMDS6", time.Minute); !strings.Contains(con, "IMDS6 "+g) {
+		t.Errorf("the guest did not read its instance ID from [fd00:ec2::254]:\n%s", con)
 	}
 	c.WaitConsole(t, g, "IMDS-ENDPOINT open", time.Minute)
 	setEndpoint := func(state types.InstanceMetadataEndpointState) {
@@ -137,6 +165,29 @@ func TestGuardrails(t *testing.T) {
 			t.Errorf("want %q on the console:\n%s", want, spoof)
 		}
 	}
+	// The node talked to g (metadata), so it has g's MAC for g's address;
+	// s's gratuitous ARP for that address (which would override it) must
+	// not have reached it.
+	spoof = c.WaitConsole(t, s, "SPOOF-arp sent", time.Minute)
+	if !strings.Contains(spoof, "SPOOF-arp sent rc=0") {
+		t.Errorf("arping failed in the guest:\n%s", spoof)
+	}
+	time.Sleep(500 * time.Millisecond)
+	neigh, err := c.NS.Output("ip", "neigh", "show", gIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(neigh, sMAC) || !strings.Contains(neigh, gMAC) {
+		t.Errorf("the node's neighbour entry for %s (g %s, s %s) after s's gratuitous ARP: %q", gIP, gMAC, sMAC, neigh)
+	}
+}
+
+// instanceMAC is the MAC of an instance's first interface.
+func instanceMAC(i types.Instance) string {
+	if len(i.NetworkInterfaces) == 0 {
+		return ""
+	}
+	return strings.ToLower(aws.ToString(i.NetworkInterfaces[0].MacAddress))
 }
 
 // waitCount waits until an instance's console holds want at least n times.
