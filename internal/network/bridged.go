@@ -3,6 +3,7 @@ package network
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 
@@ -36,9 +37,18 @@ import (
 //	    oifname <tap> ether type ip6 drop    instances have no IPv6 yet
 //	    iifname <tap> ether type ip6 drop
 //
-// The instance metadata service is not reachable in bridged mode (the
-// guest sends 169.254.169.254 to the LAN's router), and elastic IPs are
-// ignored (the instance has a LAN address already).
+// The guest sends its metadata requests to the LAN's router (the route to
+// 169.254.169.254 goes through its gateway); a prerouting chain hands them
+// to the node instead, before the bridge forwards them:
+//
+//	chain prerouting hook prerouting prio -190 (after anti-spoofing):
+//	    iifname <tap> ip daddr 169.254.169.254 tcp dport 80
+//	        ether daddr set <bridge MAC> meta pkttype set host
+//
+// so they reach the metadata service on the node's loopback address with
+// the port's mark, as in routed mode; the answers go back over the bridge
+// (the node needs an address on the LAN, as the classic recipe gives it).
+// Elastic IPs are ignored (the instance has a LAN address already).
 const UplinkTable = "clipper_uplink"
 
 var uplinkTable = &nftables.Table{Family: nftables.TableFamilyBridge, Name: UplinkTable}
@@ -96,12 +106,15 @@ func bridgeAddrIn(link netlink.Link, gw netip.Prefix) netip.Addr {
 // the host has. Called with h.mu held.
 func (h *Host) applyUplinkPorts() error {
 	var devs []string
+	var ports []*port
 	for _, p := range h.ports {
 		if p.uplink {
 			devs = append(devs, p.dev)
+			ports = append(ports, p)
 		}
 	}
 	sort.Strings(devs)
+	sort.Slice(ports, func(i, j int) bool { return ports[i].dev < ports[j].dev })
 	b, err := newBatch()
 	if err != nil {
 		return err
@@ -110,7 +123,16 @@ func (h *Host) applyUplinkPorts() error {
 	c.AddTable(uplinkTable)
 	fwd := c.AddChain(baseChain(uplinkTable, "forward", nftables.ChainHookForward, *nftables.ChainPriorityFilter))
 	c.FlushChain(fwd)
+	pre := c.AddChain(baseChain(uplinkTable, "prerouting", nftables.ChainHookPrerouting, *nftables.ChainPriorityRef(-190)))
+	c.FlushChain(pre)
 	ip6 := etherType(unix.ETH_P_IPV6)
+	for _, p := range ports {
+		link, err := netlink.LinkByName(p.bridge)
+		if err != nil {
+			return fmt.Errorf("network: uplink %s: %w", p.bridge, err)
+		}
+		b.rule(uplinkTable, pre, metadataToHost(p.dev, link.Attrs().HardwareAddr), "")
+	}
 	for _, dev := range devs {
 		in := metaCmp(expr.MetaKeyIIFNAME, ifname(dev))
 		b.rule(uplinkTable, fwd, join(in, etherType(unix.ETH_P_IP), l4proto(protoUDP),
@@ -120,6 +142,21 @@ func (h *Host) applyUplinkPorts() error {
 		b.rule(uplinkTable, fwd, join(in, ip6, []expr.Any{&expr.Counter{}, drop()}), "")
 	}
 	return b.commit("bridged-mode rules")
+}
+
+// metadataToHost delivers a port's metadata requests to the node: the
+// frame is readdressed to the bridge's own MAC and marked for the host.
+func metadataToHost(dev string, bridgeMAC net.HardwareAddr) []expr.Any {
+	return join(metaCmp(expr.MetaKeyIIFNAME, ifname(dev)), etherType(unix.ETH_P_IP),
+		payloadCmp(expr.PayloadBaseNetworkHeader, 16, expr.CmpOpEq, MetadataIPv4.AsSlice()),
+		l4proto(protoTCP), payloadCmp(expr.PayloadBaseTransportHeader, 2, expr.CmpOpEq, be16(80)),
+		[]expr.Any{
+			&expr.Immediate{Register: 1, Data: bridgeMAC},
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+			&expr.Immediate{Register: 1, Data: []byte{unix.PACKET_HOST}},
+			&expr.Meta{Key: expr.MetaKeyPKTTYPE, SourceRegister: true, Register: 1},
+			&expr.Counter{},
+		})
 }
 
 // deleteUplinkTable removes the bridged-mode table; a missing one is fine.
