@@ -251,7 +251,9 @@ func (h *Host) attach(id, dev string, owned bool, n nodeproto.Network) (nodeprot
 		// Bridged mode: the instance is on the LAN of an existing host
 		// bridge; no overlay, no NAT, no gateway address (bridged.go).
 		bridge = n.Uplink
-		br, err = h.ensureHostBridge(bridge, c.gw, c.mtu)
+		if br, err = h.ensureHostBridge(bridge, c.gw, c.mtu); err == nil {
+			c.mtu = br.mtu // the bridge's own when the network gives none
+		}
 	} else {
 		br, err = h.ensureBridge(bridge, c.gw, c.mtu, c.gwMAC)
 	}
