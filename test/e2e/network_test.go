@@ -29,7 +29,10 @@ echo "TOKEN-SHARED $(wc -c </www/token)"
 
 // peerProbe is b's user data: it probes a (%[1]s) from inside: its web
 // page and port 22 through the default group's member rule, its private
-// DNS name (%[2]s) and a name only the node's upstream knows, and a's
+// DNS name (%[2]s) and a name only the node's upstream knows (A queries
+// only: busybox nslookup sends A and AAAA with one ID when the guest's
+// clock has not moved between them, and then takes whichever answer comes
+// first for the A query), and a's
 // metadata token used as b's own; then it reports, each time that changes,
 // whether a's web page answers (for the egress rules).
 const peerProbe = `#!/bin/sh
@@ -37,8 +40,8 @@ M=169.254.169.254
 A=%[1]s
 echo PROBE80 $(wget -q -O - http://$A/)
 echo PROBE22 $(nc -w 3 $A 22 </dev/null)
-echo "DNS-PRIVATE $(nslookup %[2]s 2>&1 | tr '\n\t' '  ')"
-echo "DNS-UPSTREAM $(nslookup upstream.example.test 2>&1 | tr '\n\t' '  ')"
+echo "DNS-PRIVATE $(nslookup -type=a %[2]s 2>&1 | tr '\n\t' '  ')"
+echo "DNS-UPSTREAM $(nslookup -type=a upstream.example.test 2>&1 | tr '\n\t' '  ')"
 for i in $(seq 60); do wget -q -O /tmp/atok http://$A/token && [ -s /tmp/atok ] && break; sleep 1; done
 get() { printf 'GET /latest/meta-data/instance-id HTTP/1.0\r\nX-aws-ec2-metadata-token: %%s\r\n\r\n' "$1" | nc -w 3 $M 80 | tr -d '\r'; }
 echo "STOLEN-TOKEN $(get "$(cat /tmp/atok)" | head -n 1)"
