@@ -80,6 +80,18 @@ type searchResult struct {
 	stats    map[int]*sizeStat
 }
 
+// silent reports whether some size above the path MTU vanished every time
+// with no ICMP error at all: the part of a black hole that nothing but
+// letting ICMP through fixes.
+func (r searchResult) silent() bool {
+	for size, st := range r.stats {
+		if size > r.pathMTU && st.sent > 0 && st.vanished() == st.sent {
+			return true
+		}
+	}
+	return false
+}
+
 // searcher runs the path-MTU search over an exchanger.
 type searcher struct {
 	log   *slog.Logger
