@@ -402,6 +402,18 @@ func upload(ctx context.Context, o TLSOptions, c *tlsConn) *Transfer {
 	}
 	t.Bytes = min(acked(), o.Upload)
 	t.Seconds = time.Since(start).Seconds()
+	if !isTimeout(err) {
+		// A server may answer before it reads the body (an error status, a
+		// size limit) and close the connection: not a path problem, and the
+		// path carried what was acknowledged.
+		c.SetReadDeadline(time.Now().Add(o.StepTimeout))
+		if resp, rerr := http.ReadResponse(bufio.NewReader(c), nil); rerr == nil {
+			resp.Body.Close()
+			t.Status = StepSkipped
+			t.Detail = fmt.Sprintf("the server answered %s after %d bytes without taking the rest of the body", resp.Status, t.Bytes)
+			return t
+		}
+	}
 	if isTimeout(err) {
 		t.Status = StepStalled
 		t.Detail = fmt.Sprintf("the server acknowledged %d of %d bytes; nothing more in %s", t.Bytes, o.Upload, o.StepTimeout)
