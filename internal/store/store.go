@@ -92,6 +92,10 @@ type Tx interface {
 	GetNode(id string) (model.Node, error)
 	GetNodeByName(name string) (model.Node, error)
 	ListNodes() ([]model.Node, error)
+	// PutNodeSelfCheck replaces a node's latest overlay self-check;
+	// NodeSelfChecks returns them all, by node ID.
+	PutNodeSelfCheck(nodeID string, sc model.NodeSelfCheck) error
+	NodeSelfChecks() (map[string]model.NodeSelfCheck, error)
 
 	PutConsole(c model.Console) error
 	GetConsole(instanceID string) (model.Console, error)
