@@ -9,7 +9,7 @@
 #     throughput and connection rate between two instances on one node
 #     bridge with those rules, next to a bare Linux bridge;
 #   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
-# SKIP_DOCTOR=1 leaves out the doctor part (it takes ~8 minutes, mostly tracepath).
+# SKIP_DOCTOR=1 leaves out the doctor part (it takes ~12 minutes, mostly tracepath).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
