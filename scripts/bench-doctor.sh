@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks `clipper doctor path` against tracepath on the test topologies
-# (client - r1 - r2 - server in network namespaces): time to verdict and
-# probes sent per topology, tracepath's time and pmtu on the same topology.
-# Needs root. tracepath takes ~90 s on each black-holed topology, so the
-# whole run takes about 8 minutes.
+# (client - r1 - r2 - server in network namespaces, and one with four
+# routers): time to verdict and probes sent per topology, tracepath's time,
+# pmtu and probes (datagrams it sent, counted by nft: tracepath prints no
+# count) on the same topology. Needs root. tracepath takes ~90 s on each
+# black-holed topology, so the whole run takes about 12 minutes.
 #
 #   scripts/bench-doctor.sh                 # every topology, 3 runs each
 #   BENCH='BlackHole$' COUNT=5 scripts/bench-doctor.sh
@@ -23,10 +24,10 @@ trap 'rm -f "$out"' EXIT
 go test -run '^$' -bench "BenchmarkDoctor${BENCH:-}" -benchtime "${COUNT:-3}x" -timeout 60m \
   ./internal/doctor/ | tee "$out"
 echo
-echo "topology          doctor s/verdict  (with TLS)  probes  mtu   | tracepath s  pmtu"
+echo "topology          doctor s/verdict  (with TLS)  probes  mtu   | tracepath s  pmtu  probes"
 awk '/^BenchmarkDoctor/ {
   name=$1; sub(/^BenchmarkDoctor/, "", name); sub(/-[0-9]+$/, "", name)
   for (i = 3; i < NF; i++) m[$(i+1)] = $i
-  printf "%-17s %16s  %10s  %6s  %4s  | %11s  %4s\n", name, m["s/verdict"], m["s/with-tls"], m["probes/op"], m["mtu"], m["tracepath-s"], m["tracepath-pmtu"]
+  printf "%-17s %16s  %10s  %6s  %4s  | %11s  %4s  %6s\n", name, m["s/verdict"], m["s/with-tls"], m["probes/op"], m["mtu"], m["tracepath-s"], m["tracepath-pmtu"], m["tracepath-probes"]
   delete m
 }' "$out"

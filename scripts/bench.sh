@@ -11,7 +11,7 @@
 #   elastic IP moves: the node's share alone, and AssociateAddress to the
 #     first connection reaching a VM on the other node of a cluster;
 #   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
-# SKIP_DOCTOR=1 leaves out the doctor part (it takes ~8 minutes, mostly tracepath).
+# SKIP_DOCTOR=1 leaves out the doctor part (it takes ~12 minutes, mostly tracepath).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH

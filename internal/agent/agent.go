@@ -65,6 +65,8 @@ type Config struct {
 	Metadata Metadata // nil: no metadata service
 	Logger   *slog.Logger
 	Capacity model.Capacity // zero: detected from the host
+	// SelfCheck tunes the overlay self-check (selfcheck.go).
+	SelfCheck SelfCheckConfig
 }
 
 // Agent is a node agent.
@@ -84,6 +86,7 @@ type Agent struct {
 	// attached holds the instances whose port and metadata this agent
 	// process has set up.
 	attached sync.Map
+	self     selfCheck // the overlay self-check's latest result
 
 	reportKick chan struct{}
 	ready      chan struct{}
@@ -118,6 +121,7 @@ func New(cfg Config) (*Agent, error) {
 	if a.cfg.Metadata == nil {
 		a.cfg.Metadata = noMetadata{}
 	}
+	a.cfg.SelfCheck.defaults(a)
 	cache, err := image.NewCache(filepath.Join(cfg.DataDir, "images"), a.fetchBlob)
 	if err != nil {
 		return nil, err
@@ -143,12 +147,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log = a.log.With("node_id", reply.NodeID)
 	a.log.Info("agent registered", "zone", reply.Zone, "driver", a.cfg.Driver.Name())
-	errc := make(chan error, 4)
-	a.wg.Add(4)
+	errc := make(chan error, 5)
+	a.wg.Add(5)
 	go func() { defer a.wg.Done(); errc <- a.state.run(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.pollLoop(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.reportLoop(ctx) }()
 	go func() { defer a.wg.Done(); errc <- a.scanLoop(ctx) }()
+	go func() { defer a.wg.Done(); errc <- a.selfCheckLoop(ctx) }()
 	var first error
 	select {
 	case <-ctx.Done():

@@ -44,12 +44,13 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 		}
 		full = false
 		a.acknowledge(sent)
+		a.ackSelfCheck(rep.SelfCheck)
 	}
 }
 
 // collect builds a report of the dirty instances (all of them if full).
 func (a *Agent) collect(full bool) (nodeproto.Report, map[*instance]nodeproto.ObservedInstance) {
-	rep := nodeproto.Report{Capacity: a.cfg.Capacity, Full: full}
+	rep := nodeproto.Report{Capacity: a.cfg.Capacity, Full: full, SelfCheck: a.selfCheckReport(full)}
 	if rep.Capacity.VCPUs == 0 {
 		rep.Capacity = detectCapacity(a.cfg.DataDir)
 	}

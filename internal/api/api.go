@@ -169,6 +169,10 @@ type NodeInfo struct {
 	Used     model.Capacity  `json:"used"`
 	LastSeen time.Time       `json:"last_seen"`
 	Version  string          `json:"version"`
+	// SelfCheck is the node's latest overlay self-check (nil before its
+	// first): the underlay MTU it proved toward its peer nodes and the
+	// conditions it found, none on a healthy node.
+	SelfCheck *model.NodeSelfCheck `json:"self_check,omitempty"`
 }
 
 func (h *Handler) listNodes(r *http.Request, c service.Caller, _ string) (any, error) {
@@ -176,10 +180,18 @@ func (h *Handler) listNodes(r *http.Request, c service.Caller, _ string) (any, e
 	if err != nil {
 		return nil, err
 	}
+	checks, err := h.svc.NodeSelfChecks(r.Context())
+	if err != nil {
+		return nil, err
+	}
 	out := make([]NodeInfo, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, NodeInfo{ID: n.ID, Name: n.Name, Zone: n.Zone, State: n.Shown(), Address: n.Address,
-			Capacity: n.Capacity, Used: usage[n.ID], LastSeen: n.LastSeen, Version: n.Version})
+		info := NodeInfo{ID: n.ID, Name: n.Name, Zone: n.Zone, State: n.Shown(), Address: n.Address,
+			Capacity: n.Capacity, Used: usage[n.ID], LastSeen: n.LastSeen, Version: n.Version}
+		if sc, ok := checks[n.ID]; ok {
+			info.SelfCheck = &sc
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/clipper-cloud/clipper/internal/client"
 	"github.com/clipper-cloud/clipper/internal/doctor"
 )
 
@@ -151,6 +152,7 @@ func newDoctorFirewallCmd() *cobra.Command {
 		asJSON             bool
 		nftFile, ipt, ip6t string
 		verbose            bool
+		cf                 clientFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "firewall",
@@ -161,6 +163,12 @@ lists every rule that would drop ICMP "fragmentation needed" (type 3 code 4)
 or ICMPv6 "packet too big" (type 2): explicit drops, blanket ICMP drops placed
 before a ct state related accept, and drop policies without an ICMP
 exception. Each comes with the command that fixes it.
+
+Where a controller is named (AWS_ENDPOINT_URL and credentials, as for the
+AWS CLI, or --endpoint-url), the account's security groups are audited too:
+groups that do not let those messages in from everywhere are listed. On a
+Clipper controller that is for information only: Clipper's nodes accept
+both messages before any group rule.
 
 ` + doctorExitCodes,
 		Example: `  clipper doctor firewall
@@ -181,6 +189,7 @@ exception. Each comes with the command that fixes it.
 			if err != nil {
 				return err
 			}
+			auditGroups(cmd.Context(), rep, cf)
 			if asJSON {
 				err = writeJSON(cmd.OutOrStdout(), rep)
 			} else {
@@ -201,5 +210,56 @@ exception. Each comes with the command that fixes it.
 	f.StringVar(&ipt, "iptables-save", "", "audit this saved iptables-save output instead of the host")
 	f.StringVar(&ip6t, "ip6tables-save", "", "audit this saved ip6tables-save output instead of the host")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log progress to stderr")
+	cf.add(cmd)
 	return cmd
+}
+
+// auditGroups adds the account's security groups to the report when a
+// controller is named; why it could not is in the report's skipped list.
+func auditGroups(ctx context.Context, rep *doctor.FirewallReport, cf clientFlags) {
+	c, err := cf.client()
+	if err != nil {
+		rep.Skipped["security groups"] = err.Error()
+		return
+	}
+	src := doctor.GroupSource{Endpoint: c.Endpoint, List: func(ctx context.Context) ([]doctor.SecurityGroup, error) {
+		gs, err := c.DescribeSecurityGroups(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return auditedGroups(gs), nil
+	}}
+	src.Clipper, err = c.IsClipper(ctx)
+	if err != nil {
+		rep.Skipped["security groups at "+c.Endpoint] = err.Error()
+		return
+	}
+	rep.AuditGroups(ctx, src)
+}
+
+// auditedGroups turns the EC2 answer into the audit's model.
+func auditedGroups(gs []client.SecurityGroup) []doctor.SecurityGroup {
+	port := func(p *int) int {
+		if p == nil {
+			return -1
+		}
+		return *p
+	}
+	out := make([]doctor.SecurityGroup, 0, len(gs))
+	for _, g := range gs {
+		dg := doctor.SecurityGroup{ID: g.ID, Name: g.Name, VPCID: g.VPCID}
+		for _, p := range g.Ingress {
+			dp := doctor.Permission{Protocol: p.Protocol, FromPort: port(p.FromPort), ToPort: port(p.ToPort),
+				Others: len(p.Groups) + len(p.PrefixLists)}
+			for _, r := range p.IPRanges {
+				dp.CIDRs = append(dp.CIDRs, r.V4)
+			}
+			for _, r := range p.IPv6Ranges {
+				dp.CIDRs = append(dp.CIDRs, r.V6)
+			}
+			dg.Ingress = append(dg.Ingress, dp)
+		}
+		out = append(out, dg)
+	}
+	return out
 }

@@ -33,7 +33,7 @@ func newNodeLsCmd() *cobra.Command {
 	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List nodes with their state, capacity and usage",
+		Short: "List nodes with their state, capacity, usage and self-check condition",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.client()
@@ -45,15 +45,19 @@ func newNodeLsCmd() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATE\tZONE\tADDRESS\tVCPUS\tMEMORY MIB\tDISK GIB\tLAST SEEN")
+			fmt.Fprintln(w, "NAME\tSTATE\tZONE\tADDRESS\tVCPUS\tMEMORY MIB\tDISK GIB\tLAST SEEN\tCONDITION")
 			for _, n := range nodes {
 				seen := "never"
 				if !n.LastSeen.IsZero() {
 					seen = time.Since(n.LastSeen).Round(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%d/%d\t%s\n", n.Name, n.State, n.Zone, dash(n.Address),
+				cond := "-" // no self-check yet
+				if n.SelfCheck != nil {
+					cond = n.SelfCheck.Summary()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d/%d\t%d/%d\t%d/%d\t%s\t%s\n", n.Name, n.State, n.Zone, dash(n.Address),
 					n.Used.VCPUs, n.Capacity.VCPUs, n.Used.MemoryMiB, n.Capacity.MemoryMiB,
-					n.Used.DiskMiB>>10, n.Capacity.DiskMiB>>10, seen)
+					n.Used.DiskMiB>>10, n.Capacity.DiskMiB>>10, seen, cond)
 			}
 			return w.Flush()
 		},

@@ -301,6 +301,9 @@ func (n *nodeServer) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := n.svc.ReportNode(r.Context(), nodeID(r), rep)
+	if err == nil && rep.SelfCheck != nil {
+		err = n.svc.RecordSelfCheck(r.Context(), nodeID(r), *rep.SelfCheck)
+	}
 	if err != nil {
 		n.fail(w, r, err)
 		return

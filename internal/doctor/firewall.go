@@ -14,10 +14,11 @@ import (
 )
 
 // This file audits rule sets for rules that drop ICMP "fragmentation
-// needed" (IPv4) and "packet too big" (IPv6). Every source (nftables JSON,
-// iptables-save text, later the controller's security groups) is turned into
-// one small model, Ruleset, and one walker decides per base chain what
-// happens to such a packet.
+// needed" (IPv4) and "packet too big" (IPv6). Every host source (nftables
+// JSON, iptables-save text) is turned into one small model, Ruleset, and
+// one walker decides per base chain what happens to such a packet. The
+// controller's security groups, which are allow lists, have their own
+// audit in firewall_groups.go.
 
 // Ruleset is a firewall configuration in the audit's model.
 type Ruleset struct {
@@ -506,7 +507,7 @@ func fixFor(syntax string, c *Chain, r Rule, v6 bool) Fix {
 }
 
 // RuleSource yields rule sets to audit: the host's nftables and iptables,
-// saved files, or (later) the controller's security groups for an account.
+// or saved files.
 type RuleSource interface {
 	// Name says where the rules come from, for the report.
 	Name() string
@@ -525,13 +526,23 @@ type FirewallReport struct {
 	Skipped  map[string]string `json:"skipped,omitempty"`
 	Chains   int               `json:"chains"`
 	Findings []Finding         `json:"findings"`
+	// GroupsRead counts the security groups read from a controller;
+	// Groups lists those that do not let frag-needed / packet-too-big in
+	// from everywhere (informational where the nodes accept them anyway).
+	GroupsRead int            `json:"security_groups_read,omitempty"`
+	Groups     []GroupFinding `json:"security_groups,omitempty"`
 }
 
-// ExitCode is ExitHealthy with no findings, ExitProblem with some, and
-// ExitUnknown when no source could be read.
+// ExitCode is ExitHealthy with no findings, ExitProblem with some (a rule
+// that drops, or a security group that does), and ExitUnknown when no
+// source could be read.
 func (r *FirewallReport) ExitCode() int {
+	groupProblem := false
+	for _, g := range r.Groups {
+		groupProblem = groupProblem || g.Problem()
+	}
 	switch {
-	case len(r.Findings) > 0:
+	case len(r.Findings) > 0 || groupProblem:
 		return ExitProblem
 	case len(r.Sources) == 0:
 		return ExitUnknown
@@ -568,6 +579,9 @@ func AuditSources(ctx context.Context, log *slog.Logger, srcs ...RuleSource) (*F
 func (r *FirewallReport) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "read %s: %d chains\n", strings.Join(r.Sources, ", "), r.Chains)
+	for _, name := range slices.Sorted(maps.Keys(r.Skipped)) {
+		fmt.Fprintf(&b, "skipped %s: %s\n", name, r.Skipped[name])
+	}
 	if len(r.Findings) == 0 {
 		b.WriteString("no rule drops ICMP frag-needed (type 3 code 4) or ICMPv6 packet-too-big (type 2)\n")
 	}
@@ -590,6 +604,7 @@ func (r *FirewallReport) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "  what   IPv%d %s, %s: %s\n", f.IPv, f.Kind, sure, f.Why)
 		fmt.Fprintf(&b, "  fix    %s\n         %s\n", f.Fix.Action, f.Fix.Command)
 	}
+	r.writeGroups(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

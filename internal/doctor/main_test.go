@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,17 +18,18 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/clipper-cloud/clipper/internal/cli"
 	"github.com/clipper-cloud/clipper/internal/doctor"
 )
 
 // helperEnv makes the test binary act as a helper process instead of
-// running tests: the doctor CLI's path/firewall/peer commands, or a TLS
-// server. Tests start helpers inside network namespaces with `ip netns
-// exec`; with CLIPPER_BIN set, the real binary replaces the doctor helpers.
+// running tests: the clipper command line (the same code as the binary's
+// main), the peer self-check, or a TLS server. Tests start helpers inside
+// network namespaces with `ip netns exec`; with CLIPPER_BIN set, the real
+// binary replaces the command line helper.
 const helperEnv = "CLIPPER_DOCTOR_HELPER"
 
 func TestMain(m *testing.M) {
@@ -43,53 +43,9 @@ func runHelper(mode string, args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
 	switch mode {
-	case "path": // like `clipper doctor path --json`
-		var o doctor.PathOptions
-		var v6 bool
-		var method string
-		fs.Bool("json", true, "")
-		fs.IntVar(&o.Port, "port", 0, "")
-		fs.BoolVar(&o.TLS, "tls", false, "")
-		fs.StringVar(&o.URL, "url", "", "")
-		fs.BoolVar(&v6, "6", false, "")
-		fs.StringVar(&method, "method", "", "")
-		fs.DurationVar(&o.StepTimeout, "step-timeout", 0, "")
-		if err := fs.Parse(args); err != nil {
-			return doctor.ExitError
-		}
-		o.Host = fs.Arg(0)
-		if v6 {
-			o.Family = 6
-		}
-		for _, m := range strings.Split(method, ",") {
-			if m != "" {
-				o.Methods = append(o.Methods, doctor.Method(m))
-			}
-		}
-		o.Log = log
-		rep, err := doctor.DiagnosePath(ctx, o)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			return doctor.ExitError
-		}
-		json.NewEncoder(os.Stdout).Encode(rep)
-		rep.WriteText(os.Stderr)
-		return rep.ExitCode()
-	case "firewall": // like `clipper doctor firewall --json`
-		fs.Bool("json", true, "")
-		if err := fs.Parse(args); err != nil {
-			return doctor.ExitError
-		}
-		rep, err := doctor.AuditSources(ctx, log, doctor.HostSources()...)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "helper:", err)
-			return doctor.ExitError
-		}
-		json.NewEncoder(os.Stdout).Encode(rep)
-		rep.WriteText(os.Stderr)
-		return rep.ExitCode()
+	case "cli": // the clipper command line itself: `clipper ARGS...`
+		return cli.Main(args)
 	case "peer": // doctor.CheckPeer PEER MTU
 		if len(args) != 2 {
 			return doctor.ExitError

@@ -185,7 +185,9 @@ func probePath(ctx context.Context, log *slog.Logger, pr *rawProber, s *searcher
 			loc, locErr = locate(lctx, pr, small, big, s.settle(), maxHops)
 		}()
 	}
-	if s.hiVanished() {
+	// Not for a paced search: the locating probes that reach the target
+	// would spend the answers the search counts on.
+	if s.hiVanished() && !s.cfg.sequential {
 		startLocate(s.cfg.lo, s.cfg.hi)
 	}
 	res, err := s.refine(ctx)
@@ -291,7 +293,12 @@ func startCandidate(ctx context.Context, log *slog.Logger, m Method, dst, src ne
 		}
 		c.p = p
 		v6 := dst.Is6()
-		c.s = newSearcher(log, p, defaultSearchConfig(max(minMTU(v6), headerSize(m, v6)), mtu))
+		cfg := searchConfigFor(m, max(minMTU(v6), headerSize(m, v6)), mtu)
+		var x exchanger = p
+		if cfg.sequential {
+			x = newPacer(p)
+		}
+		c.s = newSearcher(log, x, cfg)
 		c.err = c.s.first(cctx)
 	}()
 	return c

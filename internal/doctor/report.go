@@ -71,9 +71,14 @@ type Report struct {
 	Loss  float64 `json:"loss"`
 	RTTms float64 `json:"rtt_ms"`
 	// TCPProtected is set when the TLS check ran on a path with a black
-	// hole: true when TCP works anyway (MSS clamping on the path).
+	// hole and shows how TCP fares: false when it hangs, true when it works
+	// with evidence (a clamped MSS that fits the path MTU, or segments
+	// larger than it that arrived); unset when the check proves neither.
 	TCPProtected *bool `json:"tcp_protected,omitempty"`
-	// UDPExposed is true when datagrams above PathMTU vanish silently.
+	// UDPExposed is true when probes above PathMTU vanished without any
+	// ICMP error: UDP datagrams of those sizes do the same, as nothing
+	// clamps UDP (measured when Method is udp, inferred otherwise). Not set
+	// when the router answers some sizes, even rate-limited.
 	UDPExposed bool       `json:"udp_exposed,omitempty"`
 	TLS        *TLSReport `json:"tls,omitempty"`
 	Hops       []Hop      `json:"hops,omitempty"`
@@ -89,15 +94,20 @@ type Report struct {
 }
 
 // ExitCode is the exit status for the report (ExitHealthy, ExitProblem or
-// ExitUnknown).
+// ExitUnknown). A black hole, partial discovery or a TLS check that
+// connects and then hangs or fails is a problem; a target that answers no
+// probe is "could not tell", even when the TLS check could not connect
+// either (that says nothing more).
 func (r *Report) ExitCode() int {
 	switch {
 	case r.Verdict == VerdictBlackHole || r.Verdict == VerdictPartial:
 		return ExitProblem
-	case r.TLS != nil && !r.TLS.Works():
+	case r.TLS != nil && r.TLS.Connect == StepOK && !r.TLS.Works():
 		return ExitProblem
 	case r.Verdict == VerdictUnknown:
 		return ExitUnknown
+	case r.TLS != nil && !r.TLS.Works():
+		return ExitProblem // the path is fine and the port does not connect
 	}
 	return ExitHealthy
 }
@@ -219,8 +229,13 @@ func (r *Report) confidence() string {
 	return "medium"
 }
 
-// assessTCP compares the TLS check with the probes: TCP that works over a
-// black hole is protected by MSS clamping; UDP never is.
+// assessTCP compares the TLS check with the probes. TCP that works over a
+// black hole is protected (MSS clamping on the path, or a small MTU at the
+// server) only if the check shows it: segments that fit the path MTU
+// although this host's would not, or segments larger than the path MTU
+// that arrived. A handshake that works but never needed a large packet
+// proves nothing. UDP is exposed where sizes vanish without an answer:
+// nothing clamps it.
 func (r *Report) assessTCP() {
 	bad := r.Verdict == VerdictBlackHole || r.Verdict == VerdictPartial
 	if !bad {
@@ -229,20 +244,39 @@ func (r *Report) assessTCP() {
 		}
 		return
 	}
-	r.UDPExposed = true
+	r.UDPExposed = r.search.silent()
 	if r.TLS == nil || r.TLS.Connect != StepOK {
 		return
 	}
-	prot := r.TLS.Works()
-	r.TCPProtected = &prot
-	if prot {
-		ev := "TCP is protected: the TLS check works although the probes show the black hole, so a box on the path clamps the TCP MSS"
-		if r.TLS.PeerMSS > 0 {
-			ev += fmt.Sprintf(" (the server's SYN-ACK carried MSS %d, which fits in %d-byte packets)", r.TLS.PeerMSS, r.TLS.PeerMSS+headerSize(MethodTCP, r.Address.Is6()))
-		}
-		r.Evidence = append(r.Evidence, ev+". UDP (QUIC, DNS, VPNs, VXLAN) and ICMP are still exposed: nothing clamps them.")
+	no := false
+	switch {
+	case r.TLS.Stalled():
+		r.TCPProtected = &no
+		return
+	case !r.TLS.Works():
+		return // failed for another reason: says nothing about the path
 	}
+	hdr := headerSize(MethodTCP, r.Address.Is6())
+	var ev string
+	switch {
+	case r.TLS.PeerMSS > 0 && r.TLS.PeerMSS+hdr <= r.PathMTU && r.PathMTU < r.LocalMTU:
+		ev = fmt.Sprintf("TCP is protected: the TLS check works although the probes show the black hole, and the server's SYN-ACK carried MSS %d, which fits in %d-byte packets: a box on the path clamps the TCP MSS (or the server's own MTU is small)",
+			r.TLS.PeerMSS, r.TLS.PeerMSS+hdr)
+	case r.TLS.RcvSegment > r.PathMTU:
+		ev = fmt.Sprintf("TCP works: %d-byte segments arrived from the server although larger probes vanish, so the black hole is on the way to the server only and this host's segments fit", r.TLS.RcvSegment)
+	default:
+		r.Evidence = append(r.Evidence, fmt.Sprintf("the TLS check works but sent nothing larger than %d bytes (server MSS %d): it shows nothing about TCP over the black hole; give --url with a large download to test it", r.PathMTU, r.TLS.PeerMSS))
+		return
+	}
+	yes := true
+	r.TCPProtected = &yes
+	r.Evidence = append(r.Evidence, ev+". UDP (QUIC, DNS, VPNs, VXLAN) and ICMP are still exposed: nothing clamps them.")
 }
+
+// routerChains are the chains of the router's filter table that must let
+// the ICMP error through: input (its own connections), forward (errors of
+// routers further on) and output (the errors it sends itself).
+var routerChains = []string{"input", "forward", "output"}
 
 func (r *Report) fixes() []Fix {
 	var fs []Fix
@@ -257,10 +291,14 @@ func (r *Report) fixes() []Fix {
 	mssCmd := "nft add rule inet filter forward tcp flags syn tcp option maxseg size set rt mtu"
 	switch r.Verdict {
 	case VerdictBlackHole, VerdictPartial:
+		var cmds []string
+		for _, c := range routerChains {
+			cmds = append(cmds, fmt.Sprintf("nft insert rule inet filter %s %s", c, r.nftAccept()))
+		}
 		fs = append(fs, Fix{
 			Party:   "router operator",
 			Action:  fmt.Sprintf("On %s and every firewall after it: let %s be sent and forwarded (input, forward and output chains); never rate-limit it below a few hundred per second.", router, r.icmpName()),
-			Command: "nft insert rule inet filter forward " + r.nftAccept(),
+			Command: strings.Join(cmds, "\n"),
 		})
 		if r.TCPProtected == nil || !*r.TCPProtected {
 			fs = append(fs, Fix{
@@ -277,7 +315,7 @@ func (r *Report) fixes() []Fix {
 	case VerdictUnknown:
 		fs = append(fs, Fix{Party: "you", Action: "Give a port that answers TCP (open or closed, not filtered) with --port, or let ICMP echo through to the target, and run again."})
 	}
-	if r.TLS != nil && !r.TLS.Works() && r.Verdict != VerdictBlackHole && r.Verdict != VerdictPartial {
+	if r.TLS != nil && !r.TLS.Works() && (r.Verdict == VerdictOK || r.Verdict == VerdictPMTUDOK) {
 		fs = append(fs, Fix{Party: "server", Action: "The TLS check fails although the path MTU is fine: look at the server, its load balancer or a proxy on the way."})
 	}
 	if fs == nil {
@@ -329,21 +367,30 @@ func (r *Report) WriteText(w io.Writer) error {
 		line("tls", tlsText(t))
 	}
 	if r.TCPProtected != nil {
-		if *r.TCPProtected {
+		switch {
+		case *r.TCPProtected && r.TLS.PeerMSS > 0 && r.TLS.PeerMSS+headerSize(MethodTCP, r.Address.Is6()) <= r.PathMTU:
 			line("tcp", "protected by MSS clamping on the path")
-		} else {
+		case *r.TCPProtected:
+			line("tcp", "works: the server's large segments arrive (the black hole is on the way to it only)")
+		default:
 			line("tcp", "exposed: connections hang once they send full-size segments")
 		}
 	}
 	if r.UDPExposed {
-		line("udp", fmt.Sprintf("exposed: datagrams above %d bytes vanish (QUIC, DNS over UDP, VPNs, VXLAN)", r.PathMTU))
+		how := "measured with UDP probes"
+		if r.Method != MethodUDP {
+			how = fmt.Sprintf("inferred: %s probes of those sizes vanish, and nothing on a path clamps UDP", r.Method)
+		}
+		line("udp", fmt.Sprintf("exposed: datagrams above %d bytes with Don't Fragment vanish (QUIC, DNS over UDP, VPNs, VXLAN); %s", r.PathMTU, how))
 	}
 	if len(r.Fix) > 0 {
 		b.WriteString("fix\n")
 		for _, f := range r.Fix {
 			fmt.Fprintf(&b, "  %s: %s\n", f.Party, f.Action)
-			if f.Command != "" {
-				fmt.Fprintf(&b, "    %s\n", f.Command)
+			for _, c := range strings.Split(f.Command, "\n") {
+				if c != "" {
+					fmt.Fprintf(&b, "    %s\n", c)
+				}
 			}
 		}
 	}

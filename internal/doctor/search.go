@@ -47,13 +47,32 @@ type searchConfig struct {
 	firstWait time.Duration // how long the first round waits at most
 	minWait   time.Duration // shortest wait for an answer
 	maxWait   time.Duration // longest wait for an answer
+	// sequential searches one size at a time (bisection, no round of
+	// common MTUs, no confirming copies of passing sizes), for methods
+	// whose answers the target rate-limits: every passing probe costs one
+	// of its few answers, vanishing ones cost nothing.
+	sequential bool
 }
 
-// maxRounds bounds the search; a normal one takes fewer than ten.
-const maxRounds = 40
+// maxRounds bounds the search; a normal one takes fewer than ten, a
+// sequential one (one size a round) about twenty, more on a lossy path.
+const (
+	maxRounds           = 40
+	maxSequentialRounds = 100
+)
 
 func defaultSearchConfig(lo, hi int) searchConfig {
 	return searchConfig{lo: lo, hi: hi, width: 8, firstWait: 2 * time.Second, minWait: 250 * time.Millisecond, maxWait: 2 * time.Second}
+}
+
+// searchConfigFor is the search for method m: UDP's answers are
+// rate-limited by the target, so its search goes one size at a time.
+func searchConfigFor(m Method, lo, hi int) searchConfig {
+	c := defaultSearchConfig(lo, hi)
+	if m == MethodUDP {
+		c.width, c.sequential = 1, true
+	}
+	return c
 }
 
 // sizeStat counts the outcomes of every probe of one size.
@@ -78,6 +97,18 @@ type searchResult struct {
 	reason   string // why partial, in words
 	evidence string // the figures behind the verdict
 	stats    map[int]*sizeStat
+}
+
+// silent reports whether some size above the path MTU vanished every time
+// with no ICMP error at all: the part of a black hole that nothing but
+// letting ICMP through fixes.
+func (r searchResult) silent() bool {
+	for size, st := range r.stats {
+		if size > r.pathMTU && st.sent > 0 && st.vanished() == st.sent {
+			return true
+		}
+	}
+	return false
 }
 
 // searcher runs the path-MTU search over an exchanger.
@@ -191,6 +222,10 @@ func confirmations(loss float64) int {
 	return clampInt(int(math.Ceil(math.Log(0.001)/math.Log(max(loss, 0.05)))), 3, 12)
 }
 
+// sequentialLossFloor is the loss a sequential search assumes at least
+// when it confirms a failing size (6 copies must vanish).
+const sequentialLossFloor = 0.3
+
 func clampInt(v, lo, hi int) int { return min(max(v, lo), hi) }
 
 func repeat(size, ttl, n int) []probeSpec {
@@ -242,7 +277,7 @@ func (s *searcher) refine(ctx context.Context) (searchResult, error) {
 		if len(specs) == 0 {
 			return s.result(), nil
 		}
-		if s.round >= maxRounds {
+		if s.round >= maxRounds && (!s.cfg.sequential || s.round >= maxSequentialRounds) {
 			return s.result(), fmt.Errorf("no conclusion after %d rounds", s.round)
 		}
 		if err := s.run(ctx, specs, s.settle()); err != nil {
@@ -274,7 +309,7 @@ func (s *searcher) nextRound(pass, fail int) []probeSpec {
 		}
 		return specs
 	}
-	if n := fail - pass - 1; n > 0 && n <= 2 && st.tooBig == 0 && st.refused == 0 {
+	if n := fail - pass - 1; n > 0 && n <= 2 && st.tooBig == 0 && st.refused == 0 && !s.cfg.sequential {
 		// One or two sizes left: one of them or fail is the boundary, and
 		// the boundary needs confirming anyway: send enough copies of each
 		// to settle it in this round.
@@ -292,11 +327,22 @@ func (s *searcher) nextRound(pass, fail int) []probeSpec {
 		if st.tooBig > 0 || st.refused > 0 {
 			return nil
 		}
-		need := confirmations(loss) - st.vanished()
+		conf := confirmations(loss)
+		if s.cfg.sequential {
+			// Few probes pass in a sequential search, so its loss estimate
+			// is poor, and every size probed once was lost with chance
+			// loss: confirm as if loss were high. The copies of a size
+			// that fails cost the target no answers.
+			conf = confirmations(max(loss, sequentialLossFloor))
+		}
+		need := conf - st.vanished()
 		if need <= 0 {
 			return nil
 		}
 		return repeat(fail, 0, need)
+	}
+	if s.cfg.sequential {
+		return repeat(s.nextSize(pass, fail), 0, copies)
 	}
 	var sizes []int
 	if s.round <= 1 {
@@ -319,6 +365,22 @@ func (s *searcher) nextRound(pass, fail int) []probeSpec {
 		specs = append(specs, repeat(size, 0, copies)...)
 	}
 	return specs
+}
+
+// nextSize is the one size a sequential search probes next: the largest
+// common MTU between the bounds not tried yet, else the middle. Sizes that
+// vanish cost the target no answer, so trying the common ones from the top
+// spends its rate-limited answers on the sizes that matter.
+func (s *searcher) nextSize(pass, fail int) int {
+	size := pass + (fail-pass)/2
+	for _, m := range commonMTUs {
+		if m > pass && m < fail && !s.tried[m] {
+			size = m
+			break
+		}
+	}
+	s.tried[size] = true
+	return size
 }
 
 // result classifies what the search saw.

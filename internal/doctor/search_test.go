@@ -22,6 +22,14 @@ type fakePath struct {
 	vanish     int     // sizes above this vanish before the bottleneck (0: none)
 	loss       float64 // chance that a probe or its answer is lost
 	count      int
+	// limited makes the target rate-limit its answers as Linux does its
+	// ICMP errors: a bucket of 6, one more every second of clock, which
+	// advances by step at every exchange (and by the pacer's waits).
+	limited bool
+	tokens  float64
+	clock   time.Time
+	last    time.Time
+	step    time.Duration
 }
 
 func (f *fakePath) sent() int { return f.count }
@@ -31,8 +39,23 @@ func (f *fakePath) exchange(ctx context.Context, specs []probeSpec, _, _ time.Du
 	for i, s := range specs {
 		f.count++
 		out[i] = f.one(s)
+		if f.limited && out[i].kind == reached && !f.spend() {
+			out[i] = outcome{kind: lost}
+		}
 	}
+	f.clock = f.clock.Add(f.step)
 	return out, ctx.Err()
+}
+
+// spend takes one answer from the target's bucket, if it has one.
+func (f *fakePath) spend() bool {
+	f.tokens = min(6, f.tokens+f.clock.Sub(f.last).Seconds())
+	f.last = f.clock
+	if f.tokens < 1 {
+		return false
+	}
+	f.tokens--
+	return true
 }
 
 func (f *fakePath) one(s probeSpec) outcome {
@@ -117,13 +140,20 @@ func TestSearchVerdicts(t *testing.T) {
 // Loss must never be mistaken for a size limit: on a lossy path without
 // one, no run may end in a black hole; with one, the limit is still found.
 func TestSearchLossIsNotALimit(t *testing.T) {
+	for _, m := range []Method{MethodICMP, MethodUDP} { // parallel and sequential
+		cfg := searchConfigFor(m, 68, 1500)
+		t.Run(string(m), func(t *testing.T) { lossIsNotALimit(t, cfg) })
+	}
+}
+
+func lossIsNotALimit(t *testing.T, cfg searchConfig) {
 	for _, loss := range []float64{0.1, 0.3, 0.5} {
 		wrong, probes := 0, 0
 		const runs = 300
 		for seed := range uint64(runs) {
 			f := newFake(seed)
 			f.loss = loss
-			s := newSearcher(slog.New(slog.DiscardHandler), f, defaultSearchConfig(68, 1500))
+			s := newSearcher(slog.New(slog.DiscardHandler), f, cfg)
 			if s.first(t.Context()) != nil {
 				continue // every small probe lost: the method would be given up
 			}
@@ -141,7 +171,7 @@ func TestSearchLossIsNotALimit(t *testing.T) {
 	for seed := range uint64(100) {
 		f := newFake(seed)
 		f.loss, f.bottleneck, f.mtu = 0.3, 2, 1400
-		s := newSearcher(slog.New(slog.DiscardHandler), f, defaultSearchConfig(68, 1500))
+		s := newSearcher(slog.New(slog.DiscardHandler), f, cfg)
 		if s.first(t.Context()) != nil {
 			continue
 		}
@@ -149,6 +179,64 @@ func TestSearchLossIsNotALimit(t *testing.T) {
 		if res.verdict != VerdictBlackHole || res.pathMTU != 1400 {
 			t.Errorf("seed %d: lossy black hole: %s %d, want black-hole 1400", seed, res.verdict, res.pathMTU)
 		}
+	}
+}
+
+// A target that rate-limits its answers (UDP port unreachable): the paced,
+// sequential search finds the exact threshold; the parallel one, which the
+// fake proves models the limit, does not.
+func TestSearchRateLimitedTarget(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		setup   func(*fakePath)
+		verdict Verdict
+		mtu     int
+		// unpacedWrong: the parallel search goes wrong on this path (it
+		// happens to get common sizes right: the largest passing one is
+		// sent first and answered).
+		unpacedWrong bool
+	}{
+		{"healthy", func(*fakePath) {}, VerdictOK, 1500, false},
+		{"black hole", func(f *fakePath) { f.bottleneck, f.mtu = 2, 1400 }, VerdictBlackHole, 1400, false},
+		{"odd black hole", func(f *fakePath) { f.bottleneck, f.mtu = 1, 1337 }, VerdictBlackHole, 1337, true},
+		{"low black hole", func(f *fakePath) { f.bottleneck, f.mtu = 1, 1001 }, VerdictBlackHole, 1001, true},
+		{"pmtud works", func(f *fakePath) { f.bottleneck, f.mtu, f.ptb = 2, 1400, 1 }, VerdictPMTUDOK, 1400, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake(1)
+			tt.setup(f)
+			f.limited, f.tokens, f.step = true, 6, 50*time.Millisecond
+			f.clock = time.Unix(1e9, 0)
+			f.last = f.clock
+			p := newPacer(f)
+			p.now = func() time.Time { return f.clock }
+			p.sleep = func(_ context.Context, d time.Duration) error { f.clock = f.clock.Add(d); return nil }
+			s := newSearcher(slog.New(slog.DiscardHandler), p, searchConfigFor(MethodUDP, 28, 1500))
+			if err := s.first(t.Context()); err != nil {
+				t.Fatalf("first round: %v", err)
+			}
+			res, err := s.refine(t.Context())
+			if err != nil {
+				t.Fatalf("refine: %v", err)
+			}
+			if res.verdict != tt.verdict || res.pathMTU != tt.mtu {
+				t.Fatalf("verdict %s path MTU %d, want %s %d (%s)", res.verdict, res.pathMTU, tt.verdict, tt.mtu, res.evidence)
+			}
+			t.Logf("%d probes, %d rounds, %.1f s waited for the target's rate limit", f.count, res.rounds, p.waited.Seconds())
+
+			// The same target searched in parallel rounds, unpaced.
+			g := newFake(1)
+			tt.setup(g)
+			g.limited, g.tokens, g.step = true, 6, 50*time.Millisecond
+			g.clock, g.last = f.clock, f.clock
+			s = newSearcher(slog.New(slog.DiscardHandler), g, defaultSearchConfig(28, 1500))
+			if s.first(t.Context()) != nil {
+				return
+			}
+			if res, _ := s.refine(t.Context()); tt.unpacedWrong && res.verdict == tt.verdict && res.pathMTU == tt.mtu {
+				t.Errorf("unpaced search got it right too: the fake does not model the rate limit")
+			}
+		})
 	}
 }
 

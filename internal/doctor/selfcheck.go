@@ -122,6 +122,12 @@ func (pc PeerChecker) Check(ctx context.Context, peer netip.Addr, mtu int) (Cond
 	return peerCondition(c, res), nil
 }
 
+// InterfaceMTU returns the MTU and the name of the interface that holds
+// addr: the node self-check compares it with what the overlay needs.
+func InterfaceMTU(addr netip.Addr) (int, string, error) {
+	return localMTU(addr.Unmap())
+}
+
 // peerCondition turns a search result into a peer condition.
 func peerCondition(c Condition, res searchResult) Condition {
 	switch res.verdict {

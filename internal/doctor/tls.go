@@ -68,10 +68,15 @@ type TLSReport struct {
 	Certs      int `json:"certs,omitempty"`
 	// PeerMSS is the MSS the server's SYN-ACK carried, as this host's TCP
 	// uses it; PMTU is what this host's TCP believes the path MTU is.
-	PeerMSS  int       `json:"peer_mss,omitempty"`
-	PMTU     int       `json:"pmtu,omitempty"`
-	Download *Transfer `json:"download,omitempty"`
-	Upload   *Transfer `json:"upload,omitempty"`
+	PeerMSS int `json:"peer_mss,omitempty"`
+	PMTU    int `json:"pmtu,omitempty"`
+	// RcvSegment is the largest segment that arrived from the server, as an
+	// IP packet size (headers and TCP options included), from the kernel's
+	// estimate of the server's MSS (tcpi_rcv_mss); 0 when nothing larger
+	// than the kernel's initial guess arrived.
+	RcvSegment int       `json:"rcv_segment,omitempty"`
+	Download   *Transfer `json:"download,omitempty"`
+	Upload     *Transfer `json:"upload,omitempty"`
 	// Signature is the hang pattern recognised, in words; empty when none.
 	Signature string `json:"signature,omitempty"`
 }
@@ -179,6 +184,7 @@ func CheckTLS(ctx context.Context, o TLSOptions) (*TLSReport, error) {
 		return r, nil
 	}
 	r.Download = download(ctx, o, conn)
+	noteReceived(r, conn.tcp)
 	conn.Close()
 	if ctx.Err() != nil {
 		return r, ctx.Err()
@@ -227,7 +233,7 @@ func dialStep(ctx context.Context, o TLSOptions, useTLS bool, r *TLSReport) (*tl
 	if info, err := tcpInfo(raw); err == nil {
 		r.PeerMSS = int(info.Snd_mss)
 		if info.Options&tcpiOptTimestamps != 0 {
-			r.PeerMSS += 12 // the timestamp option is taken off the MSS
+			r.PeerMSS += tcpTimestampOption // taken off the MSS
 		}
 		r.PMTU = int(info.Pmtu)
 	}
@@ -253,6 +259,7 @@ func dialStep(ctx context.Context, o TLSOptions, useTLS bool, r *TLSReport) (*tl
 	err = tl.HandshakeContext(hctx)
 	r.HandshakeMS = ms(time.Since(start))
 	r.ClientBytes, r.ServerBytes = cc.written.Load(), cc.read.Load()
+	noteReceived(r, raw)
 	if err != nil {
 		defer raw.Close()
 		if ctx.Err() != nil {
@@ -395,6 +402,18 @@ func upload(ctx context.Context, o TLSOptions, c *tlsConn) *Transfer {
 	}
 	t.Bytes = min(acked(), o.Upload)
 	t.Seconds = time.Since(start).Seconds()
+	if !isTimeout(err) {
+		// A server may answer before it reads the body (an error status, a
+		// size limit) and close the connection: not a path problem, and the
+		// path carried what was acknowledged.
+		c.SetReadDeadline(time.Now().Add(o.StepTimeout))
+		if resp, rerr := http.ReadResponse(bufio.NewReader(c), nil); rerr == nil {
+			resp.Body.Close()
+			t.Status = StepSkipped
+			t.Detail = fmt.Sprintf("the server answered %s after %d bytes without taking the rest of the body", resp.Status, t.Bytes)
+			return t
+		}
+	}
 	if isTimeout(err) {
 		t.Status = StepStalled
 		t.Detail = fmt.Sprintf("the server acknowledged %d of %d bytes; nothing more in %s", t.Bytes, o.Upload, o.StepTimeout)
@@ -431,3 +450,28 @@ func signature(r *TLSReport) string {
 
 // tcpiOptTimestamps is TCPI_OPT_TIMESTAMPS from linux/tcp.h.
 const tcpiOptTimestamps = 1
+
+// tcpTimestampOption is the size of the TCP timestamp option with its
+// padding, which every segment of a connection that negotiated it carries.
+const tcpTimestampOption = 12
+
+// tcpMSSDefault is the kernel's first guess of the peer's segment size
+// (TCP_MSS_DEFAULT): a receive MSS above it was measured on real segments.
+const tcpMSSDefault = 536
+
+// noteReceived records in r the largest segment that has arrived on c, as
+// an IP packet size.
+func noteReceived(r *TLSReport, c net.Conn) {
+	info, err := tcpInfo(c)
+	if err != nil || info.Rcv_mss <= tcpMSSDefault {
+		return
+	}
+	seg := int(info.Rcv_mss) + tcpHeader + ipv4Header
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
+		seg += ipv6Header - ipv4Header
+	}
+	if info.Options&tcpiOptTimestamps != 0 {
+		seg += tcpTimestampOption
+	}
+	r.RcvSegment = max(r.RcvSegment, seg)
+}

@@ -157,18 +157,23 @@ func (tp *topo) startTLS() {
 	}
 }
 
-// doctorCmd returns the argv that runs `clipper doctor ARGS --json`: the
-// real binary when CLIPPER_BIN is set, else this test binary as a helper.
+// doctorCmd returns the argv that runs `clipper doctor ARGS --json -v`:
+// the real binary when CLIPPER_BIN is set, else this test binary running
+// the same command line code. No controller is reachable from the test's
+// namespaces, and none is named: the environment's AWS settings are
+// dropped.
 func doctorCmd(t testing.TB, args ...string) []string {
 	t.Helper()
+	argv := append([]string{"doctor", args[0], "--json", "-v"}, args[1:]...)
+	env := []string{"env", "-u", "AWS_ENDPOINT_URL", "-u", "AWS_ENDPOINT_URL_EC2", "-u", "AWS_ACCESS_KEY_ID"}
 	if bin := os.Getenv("CLIPPER_BIN"); bin != "" {
-		return append([]string{bin, "doctor", args[0], "--json"}, args[1:]...)
+		return append(append(env, bin), argv...)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append([]string{"env", helperEnv + "=" + args[0], exe}, args[1:]...)
+	return append(append(env, helperEnv+"=cli", exe), argv...)
 }
 
 // runDoctor runs `doctor path` with args in the client namespace and

@@ -256,6 +256,10 @@ type Report struct {
 	Capacity  model.Capacity     `json:"capacity"`
 	Full      bool               `json:"full"`
 	Instances []ObservedInstance `json:"instances"`
+	// SelfCheck, when set, is the node's latest overlay self-check, whole:
+	// sent when one finished since the last accepted report, and in full
+	// reports.
+	SelfCheck *model.NodeSelfCheck `json:"self_check,omitempty"`
 }
 
 // ReportReply tells the node what the controller thinks of it.

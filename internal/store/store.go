@@ -94,6 +94,10 @@ type Tx interface {
 	ListNodes() ([]model.Node, error)
 	// DeleteNode forgets a node (clipper node rm): its name is free again.
 	DeleteNode(id string) error
+	// PutNodeSelfCheck replaces a node's latest overlay self-check;
+	// NodeSelfChecks returns them all, by node ID.
+	PutNodeSelfCheck(nodeID string, sc model.NodeSelfCheck) error
+	NodeSelfChecks() (map[string]model.NodeSelfCheck, error)
 
 	PutConsole(c model.Console) error
 	GetConsole(instanceID string) (model.Console, error)

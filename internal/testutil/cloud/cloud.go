@@ -39,6 +39,9 @@ type Options struct {
 	Capacity model.Capacity                 // per node (default 64 vCPU, 256 GiB, 1 TiB)
 	Service  func(*service.Config)          // tweak the service configuration
 	Logger   *slog.Logger                   // default: discard
+	// Agent, when set, adjusts each node agent's configuration before it
+	// starts (its name says which node).
+	Agent func(name string, cfg *agent.Config)
 }
 
 // Node is one running agent.
@@ -136,11 +139,15 @@ func (c *Cloud) StartNode(t testing.TB, name string, drv compute.Hypervisor, dir
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{
+	cfg := agent.Config{
 		Client:  nodeproto.NewClient(c.Ctrl.NodeURL(), id),
 		DataDir: dir, Name: name, Driver: drv, Network: network.Noop{},
 		Logger: c.log, Capacity: c.opts.Capacity,
-	})
+	}
+	if c.opts.Agent != nil {
+		c.opts.Agent(name, &cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
