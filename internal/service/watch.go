@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/store"
 )
 
 // watchers wakes those waiting on particular instances when they change.
@@ -39,16 +40,29 @@ func (w *watchers) fire(ids ...string) {
 }
 
 // WaitInstance returns the instance once until reports true for it, waiting
-// for changes (not polling) until ctx ends.
+// for changes (not polling) until ctx ends. until sees the stored instance
+// (state, placement, addresses); the one returned is decorated like
+// DescribeInstances' (tags, groups, public address).
 func (s *Service) WaitInstance(ctx context.Context, c Caller, id string, until func(model.Instance) bool) (model.Instance, error) {
 	for {
 		changed := s.watch.watch(id)
-		res, _, err := s.DescribeInstances(ctx, c, []string{id}, nil, Page{})
+		var insts []model.Instance
+		done := false
+		err := s.view(ctx, func(tx store.Tx) error {
+			var err error
+			if insts, err = loadOwned(tx, c, []string{id}); err != nil {
+				return err
+			}
+			if done = until(insts[0]); done {
+				return s.decorate(tx, c.AccountID, insts)
+			}
+			return nil
+		})
 		if err != nil {
 			return model.Instance{}, err
 		}
-		if i := res[0].Instances[0]; until(i) {
-			return i, nil
+		if done {
+			return insts[0], nil
 		}
 		select {
 		case <-changed:
