@@ -129,22 +129,41 @@ func newPair(b *testing.B) *pair {
 		client: l.instance("i-client", net1, "10.7.0.10", "02:00:00:00:00:0a", true, "sg-bench"),
 		server: l.instance("i-server", net1, "10.7.0.11", "02:00:00:00:00:0b", true, "sg-bench")}
 
-	bare := netns.New(b, "bare")
-	bare.Sysctl("net.bridge.bridge-nf-call-iptables", "0")
-	bare.IP("link", "add", "brbare", "type", "bridge")
-	bare.IP("link", "set", "brbare", "up")
-	for i, ns := range []*netns.NS{p.client.ns, p.server.ns} {
-		dev := fmt.Sprintf("pbare%d", i)
-		ns.IP("link", "add", "eth1", "type", "veth", "peer", "name", dev, "netns", bare.Name)
-		bare.IP("link", "set", dev, "master", "brbare")
-		bare.IP("link", "set", dev, "up")
-		ns.IP("link", "set", "eth1", "up")
-		ns.Addr("eth1", fmt.Sprintf("10.9.0.%d/24", 10+i))
+	p.sideBridge(b, "bare", "eth1", "10.9.0", false)
+	p.sideBridge(b, "floor", "eth2", "10.10.0", true)
+	return p
+}
+
+// floorServerIP is the server's address on the floor bridge.
+const floorServerIP = "10.10.0.11"
+
+// sideBridge joins the pair on a second Linux bridge of their own in a
+// namespace of its own, on dev with addresses PREFIX.10 and PREFIX.11: the
+// bare bridge (no netfilter at all), or with stateful the floor that any
+// stateful filtering of bridged traffic pays: br_netfilter on and a lone
+// "ct state established,related accept" in the forward hook, so every
+// packet goes through conntrack and nothing else.
+func (p *pair) sideBridge(b *testing.B, name, dev, prefix string, stateful bool) {
+	b.Helper()
+	ns := netns.New(b, name)
+	ns.Sysctl("net.bridge.bridge-nf-call-iptables", map[bool]string{false: "0", true: "1"}[stateful])
+	ns.IP("link", "add", "br"+name, "type", "bridge")
+	ns.IP("link", "set", "br"+name, "up")
+	if stateful {
+		ns.Nft("table inet floor {\n\tchain established {\n\t\ttype filter hook forward priority 0; policy accept;\n" +
+			"\t\tct state established,related accept\n\t}\n}\n")
+	}
+	for i, inst := range []*netns.NS{p.client.ns, p.server.ns} {
+		port := fmt.Sprintf("p%s%d", name, i)
+		inst.IP("link", "add", dev, "type", "veth", "peer", "name", port, "netns", ns.Name)
+		ns.IP("link", "set", port, "master", "br"+name)
+		ns.IP("link", "set", port, "up")
+		inst.IP("link", "set", dev, "up")
+		inst.Addr(dev, fmt.Sprintf("%s.%d/24", prefix, 10+i))
 	}
 	for i := range 2 {
-		waitForwardingIn(b, bare, fmt.Sprintf("pbare%d", i))
+		waitForwardingIn(b, ns, fmt.Sprintf("p%s%d", name, i))
 	}
-	return p
 }
 
 // setRules gives sg-bench n rules (see benchGroup).
@@ -236,9 +255,12 @@ func median(v []float64) float64 {
 // seconds, median of benchRuns) between two instances on one node bridge
 // whose group has 10 or 1,000 CIDR rules, none of which matches the
 // traffic except the last (see benchGroup), and between the same two
-// namespaces over a bare Linux bridge, the three back to back in each
+// namespaces over a bare Linux bridge and over the floor bridge (nothing
+// but br_netfilter and conntrack, see sideBridge), back to back in each
 // round. It reports each in Gbit/s, and the median over the rounds of the
-// ratios 1,000 rules / 10 rules and Clipper (10 rules) / bare.
+// ratios 1,000 rules / 10 rules, Clipper (10 rules) / bare, floor / bare
+// (what stateful filtering of bridged traffic costs in this kernel at the
+// least) and Clipper / floor (what Clipper adds to that).
 //
 // The group rules are stateful: only the first packet of a connection in
 // each direction goes through them (then "ct state established" accepts),
@@ -253,19 +275,23 @@ func BenchmarkThroughput(b *testing.B) {
 	if err := srv.WaitFor(ctx, "Server listening"); err != nil {
 		b.Fatal(err)
 	}
-	var bare, r10, r1000 []float64
+	var bare, floor, r10, r1000 []float64
 	for b.Loop() {
-		bare, r10, r1000 = nil, nil, nil
+		bare, floor, r10, r1000 = nil, nil, nil, nil
 		for range benchRuns {
 			bare = append(bare, iperf3(b, p.client.ns, p.bareServerIP))
+			floor = append(floor, iperf3(b, p.client.ns, floorServerIP))
 			p.mustSetRules(b, 10, false)
 			r10 = append(r10, iperf3(b, p.client.ns, p.server.ip()))
 			p.mustSetRules(b, 1000, false)
 			r1000 = append(r1000, iperf3(b, p.client.ns, p.server.ip()))
 		}
 	}
-	b.Logf("Gbit/s per run: bare %.2f, 10 rules %.2f, 1000 rules %.2f", bare, r10, r1000)
+	b.Logf("Gbit/s per run: bare %.2f, floor %.2f, 10 rules %.2f, 1000 rules %.2f", bare, floor, r10, r1000)
 	b.ReportMetric(median(bare), "bare-Gbit/s")
+	b.ReportMetric(median(floor), "floor-Gbit/s")
+	b.ReportMetric(medianRatio(floor, bare), "floor/bare")
+	b.ReportMetric(medianRatio(r10, floor), "clipper/floor")
 	b.ReportMetric(median(r10), "rules10-Gbit/s")
 	b.ReportMetric(median(r1000), "rules1000-Gbit/s")
 	b.ReportMetric(medianRatio(r1000, r10), "rules1000/rules10")
