@@ -259,17 +259,6 @@ func emptyGroup(b *batch, id string) {
 	}
 }
 
-// delGroup removes a group's chains and member set; nothing may refer to
-// them any more.
-func delGroup(b *batch, id string) {
-	for _, dir := range []string{dirIn, dirEg} {
-		ch := &nftables.Chain{Name: groupChainName(id, dir), Table: filterTable}
-		b.c.FlushChain(ch)
-		b.c.DelChain(ch)
-	}
-	b.c.DelSet(memberSet(id))
-}
-
 // ruleExprs turns one compiled rule into expressions; egress rules match
 // the destination address, ingress rules the source.
 func ruleExprs(b *batch, r compiledRule, egress bool) []expr.Any {
@@ -326,23 +315,6 @@ func ruleExprs(b *batch, r compiledRule, egress bool) []expr.Any {
 		}
 	}
 	return append(out, accept())
-}
-
-// groupsReferenced lists the groups that instance chains or group rules
-// refer to.
-func groupsReferenced(ports map[string]*port, compiled map[string][]string) map[string]bool {
-	out := map[string]bool{}
-	for _, p := range ports {
-		for _, g := range p.groups {
-			out[g] = true
-		}
-	}
-	for _, refs := range compiled {
-		for _, g := range refs {
-			out[g] = true
-		}
-	}
-	return out
 }
 
 // peerGroups lists the groups whose member sets compiled rules look up.

@@ -121,7 +121,6 @@ func ifname(s string) []byte {
 }
 
 func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
-func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 // ne32 encodes a 32-bit value in host byte order, as meta keys (mark)
 // hold it.

@@ -250,12 +250,6 @@ func (o *overlayLab) remoteInstance(id string, v vnet, ip, mac string, groups ..
 	return i
 }
 
-// peer is an instance as the controller describes it to nodes.
-func peer(i *inst, node string) nodeproto.Peer {
-	return nodeproto.Peer{ID: i.id, VPCID: i.n.VPCID, IP: i.ip(), MAC: i.n.MAC, Groups: i.n.Groups,
-		Node: node, VNI: i.n.VNI}
-}
-
 // setPeers and setGroups hand both nodes the same state, as the agents
 // would get it.
 func (o *overlayLab) setPeers(peers ...nodeproto.Peer) {
