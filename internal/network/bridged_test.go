@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
 	"github.com/clipper-cloud/clipper/internal/testutil/netns"
 )
@@ -100,27 +98,7 @@ func TestBridgedMode(t *testing.T) {
 		mustNotReach(t, lan, "192.168.50.20:22")
 	})
 	t.Run("metadata requests reach the node with the port's mark", func(t *testing.T) {
-		ln, err := net.Listen("tcp4", "169.254.169.254:80")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		marks := make(chan int, 4)
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				raw, _ := c.(*net.TCPConn).SyscallConn()
-				_ = raw.Control(func(fd uintptr) {
-					m, _ := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
-					marks <- m
-				})
-				c.Write([]byte("hello from metadata\n"))
-				c.Close()
-			}
-		}()
+		marks := markListener(t, net.ListenConfig{}, "tcp4", "169.254.169.254:80")
 		// The instance's route to the metadata address goes through the
 		// LAN's router, which knows nothing of it.
 		mustReach(t, i.ns, "169.254.169.254:80", "metadata")

@@ -27,28 +27,7 @@ func TestLinkLocal(t *testing.T) {
 func TestIPv6Metadata(t *testing.T) {
 	l := newLab(t)
 	a := l.instance("i-a", net1, "10.7.0.10", "02:00:00:00:00:0a", true)
-	lc := net.ListenConfig{Control: freebind6}
-	ln, err := lc.Listen(context.Background(), "tcp6", "[fd00:ec2::254]:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	marks := make(chan int, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			raw, _ := c.(*net.TCPConn).SyscallConn()
-			_ = raw.Control(func(fd uintptr) {
-				m, _ := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
-				marks <- m
-			})
-			c.Write([]byte("hello from metadata\n"))
-			c.Close()
-		}
-	}()
+	marks := markListener(t, net.ListenConfig{Control: freebind6}, "tcp6", "[fd00:ec2::254]:80")
 
 	// The advertisement answers the instance's solicitation.
 	deadline := time.Now().Add(10 * time.Second)
@@ -71,7 +50,7 @@ func TestIPv6Metadata(t *testing.T) {
 	// Another source address (here one of the metadata prefix) is not
 	// the instance's link-local one: dropped.
 	a.ns.IP("-6", "addr", "add", "fd00:ec2::99/64", "dev", "eth0", "nodad")
-	err = a.ns.Do(func() error {
+	err := a.ns.Do(func() error {
 		d := net.Dialer{Timeout: probeTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP("fd00:ec2::99")}}
 		c, err := d.Dial("tcp6", "[fd00:ec2::254]:80")
 		if err == nil {
@@ -82,6 +61,35 @@ func TestIPv6Metadata(t *testing.T) {
 	if err == nil {
 		t.Error("a spoofed IPv6 source reached the metadata address")
 	}
+}
+
+// markListener stands in for the metadata service on addr: it answers
+// "hello from metadata" and sends the packet mark of every connection it
+// accepts (what the real service identifies instances by) on the channel.
+func markListener(t *testing.T, lc net.ListenConfig, network, addr string) <-chan int {
+	t.Helper()
+	ln, err := lc.Listen(context.Background(), network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	marks := make(chan int, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			raw, _ := c.(*net.TCPConn).SyscallConn()
+			_ = raw.Control(func(fd uintptr) {
+				m, _ := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK)
+				marks <- m
+			})
+			c.Write([]byte("hello from metadata\n"))
+			c.Close()
+		}
+	}()
+	return marks
 }
 
 // freebind6 lets a test listen on the metadata address before it is local.
