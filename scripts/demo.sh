@@ -15,10 +15,13 @@ AWS=/usr/bin/aws   # Debian's AWS CLI v2 (the image's python has a v1 first on P
 mkdir -p "$DATA"
 LOG="$DATA/clipper.log"
 echo "==> starting 'clipper up' (data in $DATA, log in $LOG)"
-"$BIN" up --data-dir "$DATA" --listen "$LISTEN" >"$LOG" 2>&1 &
+# Its own session: Ctrl-C reaches this script, which terminates the demo
+# instance through the API before it stops the cloud.
+setsid "$BIN" up --data-dir "$DATA" --listen "$LISTEN" >"$LOG" 2>&1 &
 UP=$!
 ID=""
 cleanup() {
+  trap - EXIT INT TERM
   if [ -n "$ID" ]; then
     echo "==> terminating $ID"
     "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" ec2 terminate-instances --instance-ids "$ID" >/dev/null 2>&1 || true
@@ -29,7 +32,7 @@ cleanup() {
       sleep 1
     done
   fi
-  kill "$UP" 2>/dev/null || true
+  kill -INT "$UP" 2>/dev/null || true
   wait "$UP" 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
