@@ -32,6 +32,13 @@ const (
 	StateStopped State = "stopped"
 	// StateRunning: the VM process is up.
 	StateRunning State = "running"
+	// StateIncoming: the VM process is up and waiting for the state of a
+	// VM migrating to this host (Migrator.Incoming); it runs once the
+	// migration completes.
+	StateIncoming State = "incoming"
+	// StateMigrated: the VM handed its state over to another host
+	// (Migrator.MigrateTo) and is paused here until Delete.
+	StateMigrated State = "migrated"
 )
 
 // NIC is one network interface of a VM. The tap device is created and attached
@@ -117,3 +124,24 @@ type Hypervisor interface {
 	// (kept across stop/start and agent restarts until Delete).
 	Console(ctx context.Context, id string, max int) ([]byte, error)
 }
+
+// Migrator is the optional ability to move a running VM to another host
+// without stopping it (live migration). Both ends run the same driver; the
+// destination has Created the VM with the same spec but for host-local
+// parts (paths of the cached image, tap names).
+type Migrator interface {
+	// Incoming starts the created VM id waiting for its state, listening on
+	// host, and returns the address the source sends it to. console seeds
+	// the VM's console log (the output the guest printed on its old host).
+	// Calling it again while the VM waits or after it arrived returns the
+	// same address.
+	Incoming(ctx context.Context, id, host string, console []byte) (addr string, err error)
+	// MigrateTo copies the running VM's memory and device state to the
+	// destination listening at addr, and returns once the destination has
+	// all of it (it runs from then on); the VM here is left paused, in
+	// StateMigrated, until Delete. A failed migration leaves it running.
+	MigrateTo(ctx context.Context, id, addr string) error
+}
+
+// ErrMigrationFailed wraps why a live migration did not complete.
+var ErrMigrationFailed = errors.New("live migration failed")

@@ -43,6 +43,9 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Errors", func(t *testing.T) { testErrors(t, h) })
 	t.Run("Readopt", func(t *testing.T) { testReadopt(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
+	if _, ok := h.New(t).(compute.Migrator); ok {
+		t.Run("Migrate", func(t *testing.T) { testMigrate(t, h) })
+	}
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -277,5 +280,63 @@ func testConcurrent(t *testing.T, h Harness) {
 		if err := d.Delete(ctx, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// testMigrate moves a running VM to a second driver (another host) live:
+// a failed attempt leaves it running where it was; a good one leaves it
+// running at the destination with its console, and paused at the source.
+func testMigrate(t *testing.T, h Harness) {
+	src, dst := h.New(t), h.New(t)
+	ms, md := src.(compute.Migrator), dst.(compute.Migrator)
+	ctx := ctxFor(t, 5*h.Boot)
+	id := "i-0c0ffee0000000aa"
+	spec := h.Spec(t, id)
+	cleanup(t, src, id)
+	cleanup(t, dst, id)
+	if err := src.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	before := WaitConsole(t, src, id, h.Ready, 1, h.Boot)
+	if err := ms.MigrateTo(ctx, id, "tcp:127.0.0.1:1"); !errors.Is(err, compute.ErrMigrationFailed) {
+		t.Fatalf("MigrateTo nowhere: %v, want ErrMigrationFailed", err)
+	}
+	if st, err := src.Status(ctx, id); err != nil || st.State != compute.StateRunning {
+		t.Fatalf("after a failed migration the source is %+v %v, want running", st, err)
+	}
+	if err := dst.Create(ctx, h.Spec(t, id)); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := md.Incoming(ctx, id, "127.0.0.1", []byte(before))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := md.Incoming(ctx, id, "127.0.0.1", []byte(before)); err != nil || again != addr {
+		t.Fatalf("second Incoming: %q %v, want %q", again, err, addr)
+	}
+	if st, err := dst.Status(ctx, id); err != nil || st.State != compute.StateIncoming {
+		t.Fatalf("waiting destination: %+v %v", st, err)
+	}
+	if err := ms.MigrateTo(ctx, id, addr); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := src.Status(ctx, id); err != nil || st.State != compute.StateMigrated {
+		t.Fatalf("source after the migration: %+v %v", st, err)
+	}
+	waitState(t, dst, id, compute.StateRunning, h.Boot)
+	// The guest runs on: it answers a reset, and its console kept what it
+	// printed on the source.
+	if err := dst.Reboot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	WaitConsole(t, dst, id, h.Ready, 2, h.Boot)
+	if err := src.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := dst.Status(ctx, id); err != nil || st.State != compute.StateRunning {
+		t.Fatalf("destination after the source is deleted: %+v %v", st, err)
 	}
 }

@@ -28,9 +28,13 @@ type vm struct {
 	spec    compute.Spec
 	status  compute.Status
 	console []byte
+	addr    string // where it waits for a migration (Incoming)
 }
 
-var _ compute.Hypervisor = (*Driver)(nil)
+var (
+	_ compute.Hypervisor = (*Driver)(nil)
+	_ compute.Migrator   = (*Driver)(nil)
+)
 
 // New returns an empty fake driver.
 func New() *Driver { return &Driver{vms: map[string]*vm{}} }
@@ -118,7 +122,7 @@ func (d *Driver) Stop(ctx context.Context, id string, grace time.Duration) error
 	if err != nil {
 		return err
 	}
-	if v.status.State == compute.StateRunning {
+	if v.status.State != compute.StateStopped {
 		v.status = compute.Status{ID: id, State: compute.StateStopped, ExitReason: "guest powered off"}
 		v.console = append(v.console, "fake: power down\n"...)
 	}
@@ -144,6 +148,11 @@ func (d *Driver) Reboot(ctx context.Context, id string) error {
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if v, ok := d.vms[id]; ok && v.addr != "" {
+		incoming.Lock()
+		delete(incoming.m, v.addr)
+		incoming.Unlock()
+	}
 	delete(d.vms, id)
 	return nil
 }
@@ -192,4 +201,84 @@ func (d *Driver) PowerOff(id string) {
 	if v, ok := d.vms[id]; ok && v.status.State == compute.StateRunning {
 		v.status = compute.Status{ID: id, State: compute.StateStopped, ExitReason: "guest powered off"}
 	}
+}
+
+// incoming is every fake VM waiting for a migration in this process, by
+// address, so that two fake drivers (two nodes of an in-process cluster)
+// can migrate to each other.
+var incoming = struct {
+	sync.Mutex
+	seq int
+	m   map[string]incomingVM
+}{m: map[string]incomingVM{}}
+
+type incomingVM struct {
+	d  *Driver
+	id string
+}
+
+// Incoming implements compute.Migrator.
+func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, err := d.get(id)
+	if err != nil {
+		return "", err
+	}
+	if v.addr != "" {
+		return v.addr, nil
+	}
+	if v.status.State != compute.StateStopped {
+		return "", fmt.Errorf("%w: %s already runs here", compute.ErrInvalidState, id)
+	}
+	incoming.Lock()
+	incoming.seq++
+	v.addr = fmt.Sprintf("fake:%s:%d", host, incoming.seq)
+	incoming.m[v.addr] = incomingVM{d: d, id: id}
+	incoming.Unlock()
+	v.console = append([]byte(nil), console...)
+	v.status = compute.Status{ID: id, State: compute.StateIncoming, PID: 100000 + rand.IntN(900000), StartedAt: time.Now()}
+	return v.addr, nil
+}
+
+// MigrateTo implements compute.Migrator.
+func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
+	d.mu.Lock()
+	v, err := d.get(id)
+	if err != nil {
+		d.mu.Unlock()
+		return err
+	}
+	switch v.status.State {
+	case compute.StateMigrated:
+		d.mu.Unlock()
+		return nil
+	case compute.StateRunning:
+	default:
+		d.mu.Unlock()
+		return fmt.Errorf("%w: %s is %s", compute.ErrInvalidState, id, v.status.State)
+	}
+	console := append([]byte(nil), v.console...)
+	d.mu.Unlock()
+
+	incoming.Lock()
+	dst, ok := incoming.m[addr]
+	delete(incoming.m, addr)
+	incoming.Unlock()
+	if !ok || dst.id != id {
+		return fmt.Errorf("%w: nothing waits for %s at %s", compute.ErrMigrationFailed, id, addr)
+	}
+	dst.d.mu.Lock()
+	if w, ok := dst.d.vms[id]; ok && w.status.State == compute.StateIncoming {
+		w.status.State = compute.StateRunning
+		w.console = append(console, "fake: migrated\n"...)
+	}
+	dst.d.mu.Unlock()
+
+	d.mu.Lock()
+	if v, ok := d.vms[id]; ok {
+		v.status.State = compute.StateMigrated
+	}
+	d.mu.Unlock()
+	return nil
 }

@@ -33,6 +33,9 @@ const (
 	qmpFile     = "qmp.sock"
 	pidFile     = "qemu.pid"
 	reasonFile  = "exit-reason"
+	// incomingFile holds the address a VM waiting for a live migration
+	// listens on.
+	incomingFile = "incoming"
 )
 
 // Config configures the driver.
@@ -59,7 +62,10 @@ type Driver struct {
 	conns map[string]*qmp.Conn
 }
 
-var _ compute.Hypervisor = (*Driver)(nil)
+var (
+	_ compute.Hypervisor = (*Driver)(nil)
+	_ compute.Migrator   = (*Driver)(nil)
+)
 
 var idRE = regexp.MustCompile(`^[a-z]+-[0-9a-f]{1,32}$`)
 
@@ -220,10 +226,19 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		}
 		d.quit(ctx, id, pid, "guest powered off")
 	}
+	os.Remove(d.path(id, incomingFile))
+	return d.launch(ctx, s)
+}
+
+// launch runs QEMU for s with extra arguments and returns once its process
+// is up.
+func (d *Driver) launch(ctx context.Context, s compute.Spec, extra ...string) error {
+	id := s.ID
 	os.Remove(d.path(id, reasonFile))
 	os.Remove(d.path(id, qmpFile))
 	argv := append(append([]string{}, d.cfg.CommandPrefix...), d.cfg.QEMUPath)
 	argv = append(argv, d.args(s)...)
+	argv = append(argv, extra...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -365,7 +380,8 @@ func (d *Driver) Status(ctx context.Context, id string) (compute.Status, error) 
 func (d *Driver) status(ctx context.Context, id string) compute.Status {
 	st := compute.Status{ID: id, State: compute.StateStopped}
 	if pid := d.livePID(id); pid > 0 {
-		if rs, err := d.runState(ctx, id); err == nil && rs == "shutdown" {
+		rs, err := d.runState(ctx, id)
+		if err == nil && rs == "shutdown" {
 			// The guest powered off; QEMU waits (-no-shutdown) so we can
 			// tell that from a crash. End it now.
 			if unlock := d.tryLock(id); unlock != nil {
@@ -374,6 +390,12 @@ func (d *Driver) status(ctx context.Context, id string) compute.Status {
 			}
 		} else {
 			st.State, st.PID, st.StartedAt = compute.StateRunning, pid, processStart(pid)
+			switch rs {
+			case "inmigrate":
+				st.State = compute.StateIncoming
+			case "postmigrate":
+				st.State = compute.StateMigrated
+			}
 			return st
 		}
 	}
