@@ -56,6 +56,10 @@ func (a *Agent) converge(ctx context.Context, d nodeproto.DesiredInstance) (obs 
 		return obs, false, nil
 
 	case model.PowerRunning:
+		if d.Move != nil {
+			obs, err := a.convergeMove(ctx, d, obs)
+			return obs, false, err
+		}
 		return a.convergeRunning(ctx, d, obs)
 	}
 	return obs, false, fmt.Errorf("unknown desired power %q", d.Power)
@@ -112,6 +116,22 @@ func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance
 
 // boot prepares the instance's image, network and VM, and starts it.
 func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
+	spec, err := a.spec(ctx, d)
+	if err != nil {
+		return err
+	}
+	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
+		return fmt.Errorf("create VM: %w", err)
+	}
+	if err := a.cfg.Driver.Start(ctx, d.ID); err != nil {
+		return fmt.Errorf("start VM: %w", err)
+	}
+	return nil
+}
+
+// spec fetches the instance's image, attaches its port and returns the VM
+// spec.
+func (a *Agent) spec(ctx context.Context, d nodeproto.DesiredInstance) (compute.Spec, error) {
 	uuid := SMBIOSUUID(d.ID)
 	spec := compute.Spec{ID: d.ID, VCPUs: d.VCPUs, MemoryMiB: d.MemoryMiB, Machine: d.Image.Machine,
 		SMBIOSUUID: uuid, SMBIOSSerial: uuid}
@@ -124,7 +144,7 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 		}
 		path, err := a.ensureBlob(ctx, f.ref)
 		if err != nil {
-			return err
+			return spec, err
 		}
 		*f.dest = path
 	}
@@ -143,19 +163,13 @@ func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
 	if d.Network.MAC != "" {
 		port, err := a.cfg.Network.Attach(ctx, d.ID, d.Network)
 		if err != nil {
-			return fmt.Errorf("network: %w", err)
+			return spec, fmt.Errorf("network: %w", err)
 		}
 		a.cfg.Metadata.Set(d.ID, port.Mark, d.Metadata, d.MetadataOptions)
 		a.attachedOK(d.ID)
 		spec.NICs = []compute.NIC{{MAC: d.Network.MAC, Tap: port.Tap}}
 	}
-	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
-		return fmt.Errorf("create VM: %w", err)
-	}
-	if err := a.cfg.Driver.Start(ctx, d.ID); err != nil {
-		return fmt.Errorf("start VM: %w", err)
-	}
-	return nil
+	return spec, nil
 }
 
 // SMBIOSUUID is the machine UUID of an instance: it starts with "ec2", and
@@ -217,6 +231,10 @@ func (a *Agent) observe(ctx context.Context, id string, obs nodeproto.ObservedIn
 		obs.State, obs.Reason = nodeproto.ObsFailed, err.Error()
 	case st.State == compute.StateRunning:
 		obs.State, obs.PID, obs.StartedAt, obs.Reason = nodeproto.ObsRunning, st.PID, st.StartedAt, ""
+	case st.State == compute.StateIncoming:
+		obs.State, obs.PID, obs.Reason = nodeproto.ObsIncoming, st.PID, ""
+	case st.State == compute.StateMigrated:
+		obs.State, obs.PID, obs.Reason = nodeproto.ObsMigrated, st.PID, ""
 	default:
 		obs.State, obs.Reason = nodeproto.ObsStopped, st.ExitReason
 	}

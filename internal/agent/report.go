@@ -71,7 +71,7 @@ func (a *Agent) acknowledge(sent map[*instance]nodeproto.ObservedInstance) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for in, o := range sent {
-		if in.obs.State == o.State && in.obs.PID == o.PID && in.obs.Reason == o.Reason &&
+		if in.obs.State == o.State && in.obs.PID == o.PID && in.obs.Reason == o.Reason && in.obs.MoveAddr == o.MoveAddr && in.obs.MoveError == o.MoveError &&
 			in.obs.RebootSeq == o.RebootSeq && len(in.obs.Console) == len(o.Console) {
 			in.dirty = false
 			in.obs.Console = nil

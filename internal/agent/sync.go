@@ -172,7 +172,8 @@ func (a *Agent) worker(ctx context.Context, in *instance) {
 		a.mu.Lock()
 		in.busy = false
 		obs.Console = in.obs.Console // unsent console output stays queued
-		if obs.State != in.obs.State || obs.Reason != in.obs.Reason || obs.PID != in.obs.PID || obs.RebootSeq != in.obs.RebootSeq {
+		if obs.State != in.obs.State || obs.Reason != in.obs.Reason || obs.PID != in.obs.PID || obs.RebootSeq != in.obs.RebootSeq ||
+			obs.MoveAddr != in.obs.MoveAddr || obs.MoveError != in.obs.MoveError {
 			in.obs, in.dirty = obs, true
 		}
 		if gone && in.desired.Rev == d.Rev && in.desired.Power == model.PowerAbsent {

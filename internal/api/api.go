@@ -57,6 +57,7 @@ func New(svc *service.Service, st store.Store, blobs *image.Blobs, auth Authenti
 		{"PUT " + Prefix + "blobs/{sha}", h.putBlob, false},
 		{"GET " + Prefix + "nodes", h.listNodes, true},
 		{"POST " + Prefix + "nodes/{name}/{action}", h.scheduleNode, true},
+		{"POST " + Prefix + "instances/{id}/move", h.moveInstance, true},
 		{"POST " + Prefix + "forwards", h.createForward, true},
 		{"GET " + Prefix + "forwards", h.listForwards, true},
 		{"DELETE " + Prefix + "forwards/{id}", h.deleteForward, true},
@@ -173,6 +174,9 @@ type NodeInfo struct {
 	// first): the underlay MTU it proved toward its peer nodes and the
 	// conditions it found, none on a healthy node.
 	SelfCheck *model.NodeSelfCheck `json:"self_check,omitempty"`
+	// Moves are the live migrations a drain started, and the instances it
+	// could not move with the reason.
+	Moves []service.Move `json:"moves,omitempty"`
 }
 
 func (h *Handler) listNodes(r *http.Request, c service.Caller, _ string) (any, error) {

@@ -21,7 +21,7 @@ func withNodeAdmin(node *cobra.Command) *cobra.Command {
 	node.AddCommand(newNodeLsCmd())
 	for _, a := range []struct{ name, short string }{
 		{"cordon", "Keep new instances off a node"},
-		{"drain", "Keep new instances off a node that is being emptied"},
+		{"drain", "Keep new instances off a node and move its running instances to others, live"},
 		{"uncordon", "Let the scheduler place instances on a node again"},
 	} {
 		node.AddCommand(newNodeScheduleCmd(a.name, a.short))
@@ -83,6 +83,7 @@ func newNodeScheduleCmd(action, short string) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", n.Name, n.State)
+			printMoves(cmd.OutOrStdout(), n.Moves)
 			return nil
 		},
 	}

@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newUpCmd(),
 		newControllerCmd(),
 		withNodeAdmin(newNodeCmd()),
+		newInstanceCmd(),
 		newForwardCmd(),
 		newNetworkCmd(),
 		newTokenCmd(),

@@ -164,6 +164,14 @@ type Instance struct {
 	DisableAPITermination bool
 	DisableAPIStop        bool
 
+	// A live migration: MoveTo is the node the instance moves to, MoveAddr
+	// where that node waits for its state (once it does), DropNode a node
+	// that must delete its copy (the source of a finished move, or the
+	// destination of a failed one).
+	MoveTo   string
+	MoveAddr string
+	DropNode string
+
 	Tags []Tag
 }
 

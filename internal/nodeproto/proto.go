@@ -181,6 +181,24 @@ type DesiredInstance struct {
 	MetadataOptions MetadataOptions     `json:"metadata_options"`
 	// StopGrace is how long a graceful stop may take before the VM is ended.
 	StopGrace time.Duration `json:"stop_grace"`
+	// Move, when set, is a live migration of the instance this node takes
+	// part in.
+	Move *Move `json:"move,omitempty"`
+}
+
+// Roles of a node in a live migration.
+const (
+	MoveIn  = "in"  // the destination: start the VM waiting for its state
+	MoveOut = "out" // the source: send the VM's state to Addr
+)
+
+// Move is one node's part in a live migration.
+type Move struct {
+	Role string `json:"role"`
+	// Addr is where the destination waits (role out).
+	Addr string `json:"addr,omitempty"`
+	// Console seeds the destination's console log (role in).
+	Console []byte `json:"console,omitempty"`
 }
 
 // Desired is one answer to a desired-state poll.
@@ -235,6 +253,11 @@ const (
 	ObsAbsent  = "absent"  // no VM (deleted, or never created)
 	ObsFailed  = "failed"  // the last attempt to converge failed; Reason says why
 	ObsPending = "pending" // being prepared (image download, create)
+	// ObsIncoming: the VM waits for a live migration's state at
+	// ObservedInstance.MoveAddr.
+	ObsIncoming = "incoming"
+	// ObsMigrated: the VM handed its state over to the destination.
+	ObsMigrated = "migrated"
 )
 
 // ObservedInstance is what a node sees of one VM.
@@ -248,6 +271,10 @@ type ObservedInstance struct {
 	RebootSeq int `json:"reboot_seq"`
 	// Console, when set, is the latest tail of the serial console.
 	Console []byte `json:"console,omitempty"`
+	// MoveAddr is where an incoming VM waits for its state; MoveError says
+	// why this node could not take its part in a live migration.
+	MoveAddr  string `json:"move_addr,omitempty"`
+	MoveError string `json:"move_error,omitempty"`
 }
 
 // Report is a heartbeat with the node's observations. Instances lists only

@@ -567,6 +567,12 @@ func (s *Service) changeInstances(ctx context.Context, c Caller, ids []string, o
 			if err != nil {
 				return err
 			}
+			if i.MoveTo != "" && i.State != model.StateRunning {
+				// A stop or termination calls a move off.
+				nodes = append(nodes, i.MoveTo)
+				i.DropNode, i.MoveTo, i.MoveAddr = i.MoveTo, "", ""
+				changed = true
+			}
 			if changed {
 				if i.Rev, err = tx.NextRev(); err != nil {
 					return err

@@ -9,9 +9,8 @@ import (
 
 // SetNodeSchedule records the operator's say over a node, by name:
 // NodeCordoned or NodeDraining keep new instances off it, NodeReady (or "")
-// makes it schedulable again. Instances already on the node keep running:
-// a draining node is one the operator is emptying (stop or terminate its
-// instances; Clipper does not move disks between nodes yet).
+// makes it schedulable again. Instances already on the node keep running
+// (DrainNode is the one that also moves them off).
 func (s *Service) SetNodeSchedule(ctx context.Context, name string, to model.NodeState) (model.Node, error) {
 	switch to {
 	case model.NodeReady:

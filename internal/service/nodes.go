@@ -92,10 +92,10 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 			return err
 		}
 		d = nodeproto.Desired{Rev: rev}
-		q := store.InstanceQuery{NodeID: nodeID, SinceRev: since}
+		q := store.InstanceQuery{Involving: nodeID, SinceRev: since}
 		if since <= 0 || since > rev {
 			d.Full, since = true, 0
-			q = store.InstanceQuery{NodeID: nodeID, Live: true}
+			q = store.InstanceQuery{Involving: nodeID, Live: true}
 		}
 		insts, err := tx.ListInstances(q)
 		if err != nil {
@@ -113,14 +113,31 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 		if dc.addrs, err = tx.InstanceAddresses(ids); err != nil {
 			return err
 		}
+		var movingIn []model.Instance
 		for _, i := range insts {
+			if i.NodeID != nodeID && i.MoveTo != nodeID {
+				// The node must delete its copy (DropNode).
+				d.Instances = append(d.Instances, nodeproto.DesiredInstance{ID: i.ID, Rev: i.Rev, Power: model.PowerAbsent})
+				continue
+			}
 			di, err := s.desiredInstance(tx, i, dc)
 			if err != nil {
 				return err
 			}
+			switch {
+			case i.MoveTo == nodeID:
+				con, err := tx.GetConsole(i.ID)
+				if err != nil && model.KindOf(err) != model.KindNotFound {
+					return err
+				}
+				di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output}
+				movingIn = append(movingIn, i)
+			case i.MoveTo != "":
+				di.Move = &nodeproto.Move{Role: nodeproto.MoveOut, Addr: i.MoveAddr}
+			}
 			d.Instances = append(d.Instances, di)
 		}
-		if err := s.desiredNetwork(tx, nodeID, since, &d, dc); err != nil {
+		if err := s.desiredNetwork(tx, nodeID, since, &d, dc, movingIn); err != nil {
 			return err
 		}
 		fw, err := tx.NodeForwards(nodeID)
@@ -137,12 +154,17 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 	return d, err
 }
 
-// desiredNetwork adds the groups and peers a node needs.
-func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nodeproto.Desired, dc *desiredCache) error {
+// desiredNetwork adds the groups and peers a node needs: those of its
+// instances and of the instances moving to it.
+func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nodeproto.Desired, dc *desiredCache, movingIn []model.Instance) error {
 	groupIDs, err := tx.NodeGroups(nodeID)
 	if err != nil {
 		return err
 	}
+	for _, i := range movingIn {
+		groupIDs = append(groupIDs, i.Groups...)
+	}
+	groupIDs = dedupe(groupIDs)
 	groups, err := tx.GroupsByID(groupIDs)
 	if err != nil {
 		return err
@@ -185,6 +207,10 @@ func (s *Service) desiredNetwork(tx store.Tx, nodeID string, since int64, d *nod
 	if err != nil {
 		return err
 	}
+	for _, i := range movingIn {
+		vpcs = append(vpcs, i.VPCID)
+	}
+	vpcs = dedupe(vpcs)
 	peers, err := tx.VPCInstances(vpcs, since)
 	if err != nil {
 		return err
@@ -422,10 +448,13 @@ type observed struct {
 // applyObservation moves one instance along its lifecycle.
 func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.ObservedInstance) (res observed, err error) {
 	i, err := tx.GetInstance(o.ID)
-	if errors.Is(err, model.ErrNotFound) || (err == nil && i.NodeID != nodeID) {
-		return res, nil // not ours (purged, or moved): the next full sync removes it
+	if errors.Is(err, model.ErrNotFound) {
+		return res, nil // purged: the next full sync removes it
 	}
 	if err != nil {
+		return res, err
+	}
+	if handled, res, err := s.moveObservation(tx, nodeID, &i, o); handled || err != nil {
 		return res, err
 	}
 	if len(o.Console) > 0 {
@@ -469,6 +498,10 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 	if i.State == prev && i.Power == prevPower {
 		return res, nil
 	}
+	if i.MoveTo != "" && i.State != model.StateRunning {
+		res.notify = append(res.notify, i.MoveTo)
+		i.DropNode, i.MoveTo, i.MoveAddr = i.MoveTo, "", ""
+	}
 	res.changed = true
 	res.power = i.Power != prevPower
 	if res.power && i.State != model.StateTerminated {
@@ -510,8 +543,9 @@ func orDefault(s, d string) string {
 // MarkDownNodes marks nodes that stopped reporting as down and returns them.
 func (s *Service) MarkDownNodes(ctx context.Context) ([]model.Node, error) {
 	var down []model.Node
+	var wake []string
 	err := s.update(ctx, func(tx store.Tx) error {
-		down = nil
+		down, wake = nil, nil
 		nodes, err := tx.ListNodes()
 		if err != nil {
 			return err
@@ -523,12 +557,20 @@ func (s *Service) MarkDownNodes(ctx context.Context) ([]model.Node, error) {
 					return err
 				}
 				down = append(down, n)
+				w, err := s.abortMovesOf(tx, n.ID)
+				if err != nil {
+					return err
+				}
+				wake = append(wake, w...)
 			}
 		}
 		return nil
 	})
 	for _, n := range down {
 		s.log.Warn("node down: no report", "node", n.ID, "name", n.Name, "last_seen", n.LastSeen)
+	}
+	if len(wake) > 0 {
+		s.notify.NodesChanged(dedupe(wake)...)
 	}
 	return down, err
 }

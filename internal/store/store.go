@@ -24,6 +24,9 @@ type InstanceQuery struct {
 	IDs           []string
 	ReservationID string
 	NodeID        string
+	// Involving selects the instances a node must know of: those on it,
+	// moving to it, and those it must drop.
+	Involving string
 	// SinceRev > 0 returns only instances changed after that revision,
 	// ordered by revision (node sync).
 	SinceRev int64

@@ -12,7 +12,8 @@ import (
 const instCols = `id, account_id, reservation_id, image_id, instance_type, vcpus, memory_mib, disk_gib,
 	key_name, user_data, launch_index, client_token, zone, node_id, state, reason_code, reason_message,
 	transition_note, launch_time, state_changed, power, reboot_seq, rev, vpc_id, subnet_id, private_ip, mac,
-	metadata_tokens, metadata_endpoint, metadata_hop_limit, metadata_tags, disable_api_termination, disable_api_stop`
+	metadata_tokens, metadata_endpoint, metadata_hop_limit, metadata_tags, disable_api_termination, disable_api_stop,
+	move_to, move_addr, drop_node`
 
 func scanInstance(sc interface{ Scan(...any) error }) (model.Instance, error) {
 	var i model.Instance
@@ -22,7 +23,7 @@ func scanInstance(sc interface{ Scan(...any) error }) (model.Instance, error) {
 		&i.NodeID, &i.State, &i.StateReason.Code, &i.StateReason.Message, &i.TransitionNote,
 		&launch, &changed, &i.Power, &i.RebootSeq, &i.Rev, &i.VPCID, &i.SubnetID, &i.PrivateIP, &i.MAC,
 		&i.Metadata.HTTPTokens, &i.Metadata.HTTPEndpoint, &i.Metadata.HopLimit, &i.Metadata.Tags,
-		&i.DisableAPITermination, &i.DisableAPIStop)
+		&i.DisableAPITermination, &i.DisableAPIStop, &i.MoveTo, &i.MoveAddr, &i.DropNode)
 	i.LaunchTime, i.StateChanged = fromMS(launch), fromMS(changed)
 	return i, err
 }
@@ -33,7 +34,7 @@ func instanceArgs(i model.Instance) []any {
 		i.StateReason.Code, i.StateReason.Message, i.TransitionNote, ms(i.LaunchTime), ms(i.StateChanged),
 		i.Power, i.RebootSeq, i.Rev, i.VPCID, i.SubnetID, i.PrivateIP, i.MAC,
 		i.Metadata.HTTPTokens, i.Metadata.HTTPEndpoint, i.Metadata.HopLimit, i.Metadata.Tags,
-		i.DisableAPITermination, i.DisableAPIStop}
+		i.DisableAPITermination, i.DisableAPIStop, i.MoveTo, i.MoveAddr, i.DropNode}
 }
 
 var instRow = "(" + placeholders(len(instanceArgs(model.Instance{}))) + ")"
@@ -85,12 +86,12 @@ func (t *tx) UpdateInstance(i model.Instance) error {
 		transition_note = ?, state_changed = ?, power = ?, reboot_seq = ?, rev = ?, private_ip = ?, mac = ?,
 		vpc_id = ?, subnet_id = ?, instance_type = ?, vcpus = ?, memory_mib = ?, user_data = ?,
 		metadata_tokens = ?, metadata_endpoint = ?, metadata_hop_limit = ?, metadata_tags = ?,
-		disable_api_termination = ?, disable_api_stop = ?
+		disable_api_termination = ?, disable_api_stop = ?, move_to = ?, move_addr = ?, drop_node = ?
 		WHERE id = ?`,
 		i.NodeID, i.State, i.StateReason.Code, i.StateReason.Message, i.TransitionNote, ms(i.StateChanged),
 		i.Power, i.RebootSeq, i.Rev, i.PrivateIP, i.MAC, i.VPCID, i.SubnetID, i.InstanceType, i.VCPUs,
 		i.MemoryMiB, i.UserData, i.Metadata.HTTPTokens, i.Metadata.HTTPEndpoint, i.Metadata.HopLimit, i.Metadata.Tags,
-		i.DisableAPITermination, i.DisableAPIStop, i.ID)
+		i.DisableAPITermination, i.DisableAPIStop, i.MoveTo, i.MoveAddr, i.DropNode, i.ID)
 	if err != nil {
 		return fmt.Errorf("update instance %s: %w", i.ID, err)
 	}
@@ -126,6 +127,10 @@ func (t *tx) ListInstances(q store.InstanceQuery) ([]model.Instance, error) {
 	if q.NodeID != "" {
 		where = append(where, "node_id = ?")
 		args = append(args, q.NodeID)
+	}
+	if q.Involving != "" {
+		where = append(where, "(node_id = ? OR move_to = ? OR drop_node = ?)")
+		args = append(args, q.Involving, q.Involving, q.Involving)
 	}
 	if q.SinceRev > 0 {
 		where = append(where, "rev > ?")
