@@ -50,8 +50,13 @@ type clusterNode struct {
 	proc            *netns.Proc
 }
 
-func startCluster(t testing.TB) *cluster {
+// startCluster starts the cluster; zones, when given, are the nodes'
+// availability zones (default: one of its own each).
+func startCluster(t testing.TB, zones ...string) *cluster {
 	t.Helper()
+	if len(zones) == 0 {
+		zones = []string{"clipper-1a", "clipper-1b"}
+	}
 	ctrl := netns.New(t, "ctl")
 	c := &cluster{Cloud: &Cloud{NS: ctrl, Dir: t.TempDir(), procs: map[string]*netns.Proc{}},
 		router: netns.New(t, "lan"), nodes: map[string]*clusterNode{}, scheme: "http"}
@@ -90,7 +95,7 @@ func startCluster(t testing.TB) *cluster {
 	c.waitEnv(t)
 	for i, name := range []string{"node1", "node2"} {
 		n := &clusterNode{name: name, addr: fmt.Sprintf("10.0.%d.1", i+2), dir: filepath.Join(c.Dir, name),
-			zone: "clipper-1" + string(rune('a'+i)), ns: netns.New(t, name)}
+			zone: zones[i], ns: netns.New(t, name)}
 		join(n.ns, "r-n"+strconv.Itoa(i+1), n.addr, true)
 		c.nodes[name] = n
 		c.startNode(t, n)

@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/clipper-cloud/clipper/internal/network"
+)
+
+// TestLiveMove moves a real VM between two nodes of one zone while another
+// instance keeps asking its web server: `clipper instance move` takes it
+// from node 1 to node 2 and `clipper node drain node2` brings it back. The
+// guest never reboots (one CLIPPER-GUEST-READY on its console), keeps its
+// address, answers across the overlay after each move, and the node it
+// left holds neither its QEMU process nor its tap.
+func TestLiveMove(t *testing.T) {
+	requireVMs(t)
+	c := startCluster(t, "clipper-1a", "clipper-1a")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.nodes {
+				t.Logf("%s agent log:\n%s", n.name, tail(n.proc.Stderr(), 4000))
+			}
+		}
+	})
+	ami := c.ImportGuest(t, "guest")
+	// Both start on node1: node2 is cordoned while they launch.
+	c.Run(t, clipperBin, "node", "cordon", "node2")
+	b := c.launchOn(t, "node1", &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	bID, bIP := aws.ToString(b.InstanceId), aws.ToString(b.PrivateIpAddress)
+	probe := fmt.Sprintf("#!/bin/sh\nn=0\nwhile :; do n=$((n+1)); r=$(timeout 2 wget -q -O - http://%s/ 2>/dev/null | head -c 40); echo \"PROBE $n [$r]\"; sleep 1; done\n", bIP)
+	a := c.launchOn(t, "node1", &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1), UserData: aws.String(encode64(probe))})
+	aID := aws.ToString(a.InstanceId)
+	for _, id := range []string{aID, bID} {
+		waitState(t, c.Cloud, id, types.InstanceStateNameRunning, 2*time.Minute)
+	}
+	c.Run(t, clipperBin, "node", "uncordon", "node2")
+	n1, n2 := c.nodes["node1"], c.nodes["node2"]
+	if n1.vmPID(aID) == 0 || n1.vmPID(bID) == 0 {
+		t.Fatalf("want %s and %s on node1", aID, bID)
+	}
+	c.WaitConsole(t, bID, "CLIPPER-INSTANCE-ID", 2*time.Minute)
+	c.waitProbe(t, aID, 0, true, time.Minute)
+
+	// Out to node2, by name.
+	out := c.Run(t, clipperBin, "instance", "move", bID, "--node", "node2")
+	if !strings.Contains(out, bID+" moving node1 -> node2") {
+		t.Fatalf("instance move said %q", out)
+	}
+	start := time.Now()
+	c.waitHost(t, bID, n2, n1, time.Minute)
+	t.Logf("%s moved to node2 in %v", bID, time.Since(start).Round(10*time.Millisecond))
+	n := c.waitProbe(t, aID, c.lastProbe(t, aID), true, 30*time.Second)
+	t.Logf("a reaches b on node2 across the overlay (probe #%d)", n)
+	c.checkMoved(t, bID, bIP)
+
+	// Back by draining node2.
+	out = c.Run(t, clipperBin, "node", "drain", "node2")
+	if !strings.Contains(out, bID+" moving node2 -> node1") {
+		t.Fatalf("node drain said %q", out)
+	}
+	c.waitHost(t, bID, n1, n2, time.Minute)
+	n = c.waitProbe(t, aID, c.lastProbe(t, aID), true, 30*time.Second)
+	t.Logf("a reaches b back on node1 (probe #%d)", n)
+	c.checkMoved(t, bID, bIP)
+	if states := c.nodeStates(t); states["node2"] != "draining" {
+		t.Errorf("node2 after the drain: %q", states["node2"])
+	}
+}
+
+// waitHost waits until id's VM runs on to and is gone from from, tap
+// included.
+func (c *cluster) waitHost(t *testing.T, id string, to, from *clusterNode, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if to.vmPID(id) != 0 && from.vmPID(id) == 0 && !from.hasLink(network.TapName(id)) && to.hasLink(network.TapName(id)) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s after %s: QEMU on %s %d, on %s %d; tap on %s %v", id, within, to.name, to.vmPID(id), from.name, from.vmPID(id),
+		from.name, from.hasLink(network.TapName(id)))
+}
+
+// checkMoved: the moved instance is running with its address, and its
+// guest never rebooted.
+func (c *cluster) checkMoved(t *testing.T, id, ip string) {
+	t.Helper()
+	waitState(t, c.Cloud, id, types.InstanceStateNameRunning, 10*time.Second)
+	desc, err := c.EC2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToString(desc.Reservations[0].Instances[0].PrivateIpAddress); got != ip {
+		t.Errorf("%s: address %s, was %s", id, got, ip)
+	}
+	con, err := c.EC2.GetConsoleOutput(context.Background(), &ec2.GetConsoleOutputInput{InstanceId: aws.String(id)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(decode64(aws.ToString(con.Output)), "CLIPPER-GUEST-READY"); n != 1 {
+		t.Errorf("%s: CLIPPER-GUEST-READY %d times on its console, want once (no reboot)", id, n)
+	}
+}
