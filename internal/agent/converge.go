@@ -69,6 +69,17 @@ func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance
 	log := a.log.With("instance", d.ID)
 	st := a.loadState(d.ID)
 	status, serr := a.cfg.Driver.Status(ctx, d.ID)
+	if serr == nil && status.State == compute.StateMigrated {
+		// A move was called off after the copy: the destination lost the
+		// VM, and this paused copy is the instance.
+		if mig, ok := a.cfg.Driver.(compute.Migrator); ok {
+			if err := mig.Resume(ctx, d.ID); err != nil {
+				return a.observe(ctx, d.ID, obs), false, fmt.Errorf("resume VM: %w", err)
+			}
+			log.Warn("instance resumed here: its move was called off after the copy")
+			status, serr = a.cfg.Driver.Status(ctx, d.ID)
+		}
+	}
 	wasRunning := serr == nil && status.State == compute.StateRunning
 	current := d.Rev <= st.AppliedRev && st.BootID == a.bootID
 	if wasRunning && (!current || !a.attachedNow(d.ID)) {

@@ -141,6 +141,10 @@ type Migrator interface {
 	// all of it (it runs from then on); the VM here is left paused, in
 	// StateMigrated, until Delete. A failed migration leaves it running.
 	MigrateTo(ctx context.Context, id, addr string) error
+	// Resume runs a VM in StateMigrated again, for when its destination
+	// lost it (the move was called off after the copy). Resuming a
+	// running VM is a no-op.
+	Resume(ctx context.Context, id string) error
 }
 
 // ErrMigrationFailed wraps why a live migration did not complete.

@@ -217,3 +217,74 @@ func listNodes(t *testing.T, c *cloud.Cloud) []api.NodeInfo {
 	}
 	return nodes
 }
+
+// TestMoveCalledOff: the destination's agent dies before it prepared the
+// instance; once the node is down the move is called off, the instance runs
+// on where it was, and the returning node has nothing of it.
+func TestMoveCalledOff(t *testing.T) {
+	c, ami := moveCloud(t)
+	ctx := context.Background()
+	run, err := c.EC2.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(ami), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(run.Instances[0].InstanceId)
+	c.WaitState(t, id, types.InstanceStateNameRunning, 10*time.Second)
+	src := hostOf(t, c, id)
+	dst := (src + 1) % 3
+	c.Nodes[dst].Stop()
+	if err := postJSON(ctx, c, api.Prefix+"instances/"+id+"/move", api.MoveRequest{Node: nodeName(dst)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	srcID := ""
+	for _, n := range listNodes(t, c) {
+		if n.Name == nodeName(src) {
+			srcID = n.ID
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		d, err := c.Ctrl.Service().NodeDesired(ctx, srcID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moving := false
+		for _, di := range d.Instances {
+			moving = moving || (di.ID == id && di.Move != nil)
+		}
+		if !moving {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the move was not called off 20 s after its destination stopped reporting")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.WaitState(t, id, types.InstanceStateNameRunning, time.Second)
+	if hostOf(t, c, id) != src {
+		t.Fatalf("the instance runs on node %d, want %d", hostOf(t, c, id), src)
+	}
+	back := c.StartNode(t, nodeName(dst), c.Nodes[dst].Driver, c.Nodes[dst].Dir)
+	c.Nodes[dst] = back
+	time.Sleep(500 * time.Millisecond)
+	if _, err := back.Driver.Status(ctx, id); !errors.Is(err, compute.ErrNotFound) {
+		t.Fatalf("the returning destination holds the instance: %v", err)
+	}
+	// The instance can move again once the node is back.
+	var mv service.Move
+	for time.Now().Before(deadline.Add(10 * time.Second)) {
+		if err = postJSON(ctx, c, api.Prefix+"instances/"+id+"/move", api.MoveRequest{Node: nodeName(dst)}, &mv); err == nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("moving again: %v", err)
+	}
+	for hostOf(t, c, id) != dst {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatal("the second move did not arrive")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -333,10 +333,21 @@ func testMigrate(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	WaitConsole(t, dst, id, h.Ready, 2, h.Boot)
-	if err := src.Delete(ctx, id); err != nil {
+	// The destination is lost: the source resumes and runs on.
+	if err := dst.Delete(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := dst.Status(ctx, id); err != nil || st.State != compute.StateRunning {
-		t.Fatalf("destination after the source is deleted: %+v %v", st, err)
+	if err := ms.Resume(ctx, id); err != nil {
+		t.Fatal(err)
 	}
+	if st, err := src.Status(ctx, id); err != nil || st.State != compute.StateRunning {
+		t.Fatalf("source after Resume: %+v %v", st, err)
+	}
+	if err := ms.Resume(ctx, id); err != nil {
+		t.Fatalf("second Resume: %v", err)
+	}
+	if err := src.Reboot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	WaitConsole(t, src, id, h.Ready, 2, h.Boot)
 }

@@ -282,3 +282,21 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	d.mu.Unlock()
 	return nil
 }
+
+// Resume implements compute.Migrator.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v, err := d.get(id)
+	if err != nil {
+		return err
+	}
+	switch v.status.State {
+	case compute.StateMigrated:
+		v.status.State = compute.StateRunning
+	case compute.StateRunning:
+	default:
+		return fmt.Errorf("%w: %s is %s", compute.ErrInvalidState, id, v.status.State)
+	}
+	return nil
+}

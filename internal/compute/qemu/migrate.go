@@ -151,3 +151,30 @@ func orWord(s, d string) string {
 	}
 	return s
 }
+
+// Resume implements compute.Migrator.
+func (d *Driver) Resume(ctx context.Context, id string) error {
+	defer d.lock(id)()
+	if _, err := d.loadSpec(id); err != nil {
+		return err
+	}
+	if d.livePID(id) == 0 {
+		return fmt.Errorf("%w: %s is not running", compute.ErrInvalidState, id)
+	}
+	st, err := d.runState(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st != "postmigrate" {
+		return nil
+	}
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "cont", nil); err != nil {
+		return fmt.Errorf("qemu: resume %s: %w", id, err)
+	}
+	d.log.Info("VM resumed after a called-off move", "instance", id)
+	return nil
+}
