@@ -10,6 +10,7 @@
 #     bridge with those rules, next to a bare Linux bridge;
 #   elastic IP moves: the node's share alone, and AssociateAddress to the
 #     first connection reaching a VM on the other node of a cluster;
+#   live moves of a real VM between two nodes;
 #   clipper doctor vs tracepath per topology (scripts/bench-doctor.sh).
 # SKIP_DOCTOR=1 leaves out the doctor part (it takes ~12 minutes, mostly tracepath).
 set -euo pipefail
@@ -39,6 +40,9 @@ go test -run '^$' -bench 'BenchmarkEIPMove$' -benchtime 20x ./internal/network/ 
 echo "== elastic IP move, end to end: AssociateAddress -> first TCP connect from the router namespace reaches the"
 echo "   new instance, a real VM on the other node of a two-node cluster (10 moves; api-ms is the API call alone)"
 go test -run '^$' -bench 'BenchmarkEIPMoveAcrossNodes' -benchtime 1x -timeout 10m ./test/e2e/ | grep -E '^(Benchmark|--- FAIL|FAIL|\s+\w+_test\.go:)'
+echo "== live move: clipper instance move -> the VM runs on the other node of its zone and is gone from the first"
+echo "   (a real 256 MiB VM moved 6 times; the first move also fetches the image to the node)"
+go test -run '^$' -bench 'BenchmarkLiveMove' -benchtime 1x -timeout 10m ./test/e2e/ | grep -E '^(Benchmark|--- FAIL|FAIL|\s+\w+_test\.go:)'
 echo
 echo "== boot to CLIPPER-GUEST-READY: clipper vs bare qemu (median of 5 each)"
 go test -run '^$' -bench 'BenchmarkBootToReady' -benchtime 1x -timeout 30m ./test/e2e/ | grep -E '^Benchmark'

@@ -132,9 +132,12 @@ func (s *Service) startMove(tx store.Tx, i model.Instance, to string) (Move, []s
 	case i.State != model.StateRunning:
 		return mv, nil, model.Errorf(model.KindIncorrectState, model.ResInstance, i.ID,
 			"The instance '%s' is %s; only running instances move.", i.ID, i.State)
-	case i.MoveTo != "" || i.DropNode != "":
+	case i.MoveTo != "":
 		return mv, nil, model.Errorf(model.KindIncorrectState, model.ResInstance, i.ID,
 			"The instance '%s' is moving already.", i.ID)
+	case i.DropNode != "":
+		return mv, nil, model.Errorf(model.KindIncorrectState, model.ResInstance, i.ID,
+			"The instance '%s' has just moved, and its former node has not yet let go of it; try again in a moment.", i.ID)
 	}
 	img, err := tx.GetImage(i.ImageID)
 	if err != nil && model.KindOf(err) != model.KindNotFound {
