@@ -45,6 +45,9 @@ func (s *Service) RemoveNode(ctx context.Context, name string, force bool) (Node
 			return err
 		}
 		out.Found = true
+		if err := s.forgetMovesOf(tx, node.ID, &notify); err != nil {
+			return err
+		}
 		insts, err := tx.ListInstances(store.InstanceQuery{NodeID: node.ID, Live: true})
 		if err != nil {
 			return err
@@ -102,4 +105,27 @@ func (s *Service) NodeNameInUse(ctx context.Context, name string) (bool, error) 
 		return err
 	})
 	return used, err
+}
+
+// forgetMovesOf calls off the moves a removed node takes part in, and
+// forgets the copies it was to drop: it will never report letting go.
+func (s *Service) forgetMovesOf(tx store.Tx, nodeID string, notify *[]string) error {
+	w, err := s.abortMovesOf(tx, nodeID)
+	if err != nil {
+		return err
+	}
+	*notify = append(*notify, w...)
+	left, err := tx.ListInstances(store.InstanceQuery{Involving: nodeID, Live: true})
+	if err != nil {
+		return err
+	}
+	for _, i := range left {
+		if i.DropNode == nodeID {
+			i.DropNode = ""
+			if err := tx.UpdateInstance(i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
