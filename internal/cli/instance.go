@@ -28,10 +28,9 @@ func newInstanceMoveCmd() *cobra.Command {
 		Use:   "move INSTANCE-ID [--node NAME]",
 		Short: "Move a running instance to another node without stopping it (live migration)",
 		Long: `Move a running instance to another node of its zone while it runs: its
-memory and device state are copied over, it keeps its addresses, and a
-pause of a fraction of a second is all its users see. --node names the
+memory, device state and root disk are copied over, it keeps its
+addresses, and a short pause is all its users see. --node names the
 destination; without it the scheduler picks the node with the most room.
-Only instances of kernel images without a root disk can move yet.
 The command returns once the move has started; describe-instances and
 clipper node ls show where the instance is.`,
 		Args: cobra.ExactArgs(1),

@@ -63,8 +63,7 @@ func (s *Service) MoveInstance(ctx context.Context, id, to string) (Move, error)
 
 // DrainNode marks the node named name draining and starts moving every
 // running instance off it. Instances that cannot move (stopped ones, those
-// booted from a disk, those no other node has room for) stay, each listed
-// with the reason.
+// no other node has room for) stay, each listed with the reason.
 func (s *Service) DrainNode(ctx context.Context, name string) (model.Node, []Move, error) {
 	var node model.Node
 	var moves []Move
@@ -138,14 +137,6 @@ func (s *Service) startMove(tx store.Tx, i model.Instance, to string) (Move, []s
 	case i.DropNode != "":
 		return mv, nil, model.Errorf(model.KindIncorrectState, model.ResInstance, i.ID,
 			"The instance '%s' has just moved, and its former node has not yet let go of it; try again in a moment.", i.ID)
-	}
-	img, err := tx.GetImage(i.ImageID)
-	if err != nil && model.KindOf(err) != model.KindNotFound {
-		return mv, nil, err
-	}
-	if !img.Manifest.Disk.IsZero() {
-		return mv, nil, model.Errorf(model.KindUnsupported, model.ResInstance, i.ID,
-			"The instance '%s' boots from a disk; only instances of kernel images without one move live yet.", i.ID)
 	}
 	src, err := tx.GetNode(i.NodeID)
 	if err != nil {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -76,6 +78,35 @@ func TestLiveMove(t *testing.T) {
 	if states := c.nodeStates(t); states["node2"] != "draining" {
 		t.Errorf("node2 after the drain: %q", states["node2"])
 	}
+	c.Run(t, clipperBin, "node", "uncordon", "node2")
+	c.checkDiskMove(t)
+}
+
+// checkDiskMove moves an instance of the whole-disk guest (firmware boot
+// from its qcow2 overlay) from node1 to node2: it runs on there without a
+// reboot, and boots again from the moved disk when reset.
+func (c *cluster) checkDiskMove(t *testing.T) {
+	kernel, _ := guest(t)
+	disk := filepath.Join(filepath.Dir(kernel), "disk.qcow2")
+	if _, err := os.Stat(disk); err != nil {
+		t.Fatalf("no whole-disk test guest (%v): run `make guest-image` (`make test` does)", err)
+	}
+	ami := strings.TrimSpace(c.Run(t, clipperBin, "image", "import", "--name", "disk-guest", disk))
+	c.Run(t, clipperBin, "node", "cordon", "node2")
+	w := c.launchOn(t, "node1", &ec2.RunInstancesInput{ImageId: aws.String(ami), InstanceType: types.InstanceTypeT3Micro,
+		MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	c.Run(t, clipperBin, "node", "uncordon", "node2")
+	wID, wIP := aws.ToString(w.InstanceId), aws.ToString(w.PrivateIpAddress)
+	c.WaitConsole(t, wID, "CLIPPER-INSTANCE-ID", 3*time.Minute)
+	start := time.Now()
+	c.Run(t, clipperBin, "instance", "move", wID, "--node", "node2")
+	c.waitHost(t, wID, c.nodes["node2"], c.nodes["node1"], 2*time.Minute)
+	t.Logf("whole-disk instance %s moved to node2 in %v", wID, time.Since(start).Round(10*time.Millisecond))
+	c.checkMoved(t, wID, wIP)
+	if _, err := c.EC2.RebootInstances(context.Background(), &ec2.RebootInstancesInput{InstanceIds: []string{wID}}); err != nil {
+		t.Fatal(err)
+	}
+	c.waitCount(t, wID, "CLIPPER-GUEST-READY", 2, 3*time.Minute)
 }
 
 // waitHost waits until id's VM runs on to and is gone from from, tap

@@ -13,22 +13,42 @@ import (
 	"github.com/clipper-cloud/clipper/internal/compute"
 )
 
-// Live migration is QEMU's own: the destination runs the same command line
-// with -incoming tcp:HOST:PORT and waits; the source's `migrate` copies
-// memory while the guest runs, then pauses it for the last dirty pages and
-// the device state, and the destination resumes it. Only VMs without a
-// root disk move (direct kernel boot with an initrd): their whole state is
-// memory. QEMU 7.2's disk copy during migration (block migration, and a
-// mirror into an NBD export of the incoming VM) failed here, so a VM with a
-// disk is refused rather than moved half.
+// Live migration is QEMU's own. The destination runs the same command line
+// with -incoming and waits; the source's `migrate` copies memory while the
+// guest runs, then pauses it for the last dirty pages and the device state.
+//
+// A VM without a root disk (direct kernel boot) is all memory: the
+// destination listens with -incoming tcp:HOST:PORT and resumes the guest
+// as soon as the state is in.
+//
+// A VM with a root disk also needs the blocks its qcow2 overlay holds (the
+// base image is cached on both nodes). The destination starts paused (-S)
+// with an empty overlay over the same base and exports it, writable, over
+// NBD from inside its own QEMU, so what arrives goes through the block
+// layer that will run the guest. The source mirrors its overlay's
+// allocated blocks there (drive-mirror, sync=top), and once the mirror
+// keeps up (ready) migrates the memory; when that is done the guest is
+// paused, and completing the mirror flushes the last writes. The
+// destination then stops exporting and resumes when told to (Start):
+// after the controller handed it the instance.
+//
+// The address the destination gives the source reads
+// "tcp:HOST:PORT" or, with a disk, "tcp:HOST:PORT nbd:HOST:PORT".
 
 // migratePoll is how often MigrateTo asks QEMU how far the copy is.
 const migratePoll = 50 * time.Millisecond
 
+// rootDrive is the drive ID of the root disk (args.go), and the NBD export
+// name of a destination's overlay.
+const rootDrive = "root"
+
+// mirrorJob is the block job ID of a migration's disk mirror.
+const mirrorJob = "move-root"
+
 // Movable reports whether a VM with this spec can be live-migrated.
 func Movable(s compute.Spec) error {
-	if s.BaseImage != "" || s.SeedImage != "" {
-		return fmt.Errorf("%w: %s boots from a disk, and only VMs without one can move live", compute.ErrInvalidState, s.ID)
+	if s.SeedImage != "" {
+		return fmt.Errorf("%w: %s has a seed disk, which does not move", compute.ErrInvalidState, s.ID)
 	}
 	return nil
 }
@@ -49,11 +69,23 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 		}
 		return "", fmt.Errorf("%w: %s already runs here", compute.ErrInvalidState, id)
 	}
-	port, err := freePort(host)
+	mport, err := freePort(host)
 	if err != nil {
 		return "", err
 	}
-	addr := "tcp:" + net.JoinHostPort(host, strconv.Itoa(port))
+	uri := "tcp:" + net.JoinHostPort(host, strconv.Itoa(mport))
+	addr := uri
+	extra := []string{"-incoming", uri}
+	var nbd string
+	if s.BaseImage != "" {
+		nport, err := freePort(host)
+		if err != nil {
+			return "", err
+		}
+		nbd = net.JoinHostPort(host, strconv.Itoa(nport))
+		addr += " nbd:" + nbd
+		extra = []string{"-incoming", "defer", "-S"}
+	}
 	if len(console) > 0 {
 		if err := os.WriteFile(d.path(id, consoleFile), console, 0o600); err != nil {
 			return "", err
@@ -62,12 +94,75 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 	if err := writeAtomic(d.path(id, incomingFile), []byte(addr)); err != nil {
 		return "", err
 	}
-	if err := d.launch(ctx, s, "-incoming", addr); err != nil {
+	if err := d.launch(ctx, s, extra...); err != nil {
 		os.Remove(d.path(id, incomingFile))
 		return "", err
 	}
+	if nbd != "" {
+		if err := d.exportForIncoming(ctx, id, nbd, uri); err != nil {
+			d.quit(ctx, id, d.livePID(id), "could not wait for a migration: "+err.Error())
+			os.Remove(d.path(id, incomingFile))
+			return "", err
+		}
+	}
 	d.log.Info("VM waiting for a live migration", "instance", id, "addr", addr)
 	return addr, nil
+}
+
+// exportForIncoming exports the waiting VM's root disk over NBD and starts
+// listening for the migration.
+func (d *Driver) exportForIncoming(ctx context.Context, id, nbd, uri string) error {
+	host, port, _ := net.SplitHostPort(nbd)
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, cmd := range []struct {
+		name string
+		args any
+	}{
+		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "inet", "data": map[string]any{"host": host, "port": port}}}},
+		{"nbd-server-add", map[string]any{"device": rootDrive, "writable": true}},
+		{"migrate-incoming", map[string]any{"uri": uri}},
+	} {
+		if _, err := c.Execute(ctx, cmd.name, cmd.args); err != nil {
+			return fmt.Errorf("qemu: %s: %w", cmd.name, err)
+		}
+	}
+	return nil
+}
+
+// finishIncoming resumes a VM whose state and disk arrived: it stops the
+// NBD export and lets the guest run. Called with the VM's lock held, for a
+// VM that waits paused (runstate "paused" with the incoming file).
+func (d *Driver) finishIncoming(ctx context.Context, id string) error {
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "nbd-server-stop", nil); err != nil {
+		d.log.Warn("stop the migration's NBD export", "instance", id, "error", err)
+	}
+	if _, err := c.Execute(ctx, "cont", nil); err != nil {
+		return fmt.Errorf("qemu: resume %s after its migration: %w", id, err)
+	}
+	os.Remove(d.path(id, incomingFile))
+	d.log.Info("VM resumed after its migration", "instance", id)
+	return nil
+}
+
+// waitingIncoming reports whether a live VM is a migration's destination
+// that has not run yet: still receiving, or received and paused until
+// Start.
+func (d *Driver) waitingIncoming(id, runState string) bool {
+	if runState == "inmigrate" {
+		return true
+	}
+	if runState != "paused" {
+		return false
+	}
+	_, err := os.Stat(d.path(id, incomingFile))
+	return err == nil
 }
 
 // freePort finds a TCP port free on host for QEMU to listen on. Another
@@ -82,6 +177,22 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// parseAddr splits a destination's address into the migration URI and the
+// NBD export's host:port ("" without a disk).
+func parseAddr(addr string) (uri, nbd string, err error) {
+	f := strings.Fields(addr)
+	if len(f) == 0 || len(f) > 2 || !strings.HasPrefix(f[0], "tcp:") {
+		return "", "", fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+	}
+	if len(f) == 2 {
+		var ok bool
+		if nbd, ok = strings.CutPrefix(f[1], "nbd:"); !ok {
+			return "", "", fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+		}
+	}
+	return f[0], nbd, nil
+}
+
 // MigrateTo implements compute.Migrator.
 func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	defer d.lock(id)()
@@ -92,15 +203,15 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	if err := Movable(s); err != nil {
 		return err
 	}
-	if !strings.HasPrefix(addr, "tcp:") {
-		return fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+	uri, nbd, err := parseAddr(addr)
+	if err != nil {
+		return err
+	}
+	if s.BaseImage != "" && nbd == "" {
+		return fmt.Errorf("%w: the destination exports no disk", compute.ErrMigrationFailed)
 	}
 	if d.livePID(id) == 0 {
 		return fmt.Errorf("%w: %s is not running", compute.ErrInvalidState, id)
-	}
-	c, err := d.conn(ctx, id)
-	if err != nil {
-		return err
 	}
 	switch st, _ := d.runState(ctx, id); st {
 	case "postmigrate":
@@ -109,38 +220,156 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	default:
 		return fmt.Errorf("%w: %s is %s", compute.ErrInvalidState, id, st)
 	}
-	if _, err := c.Execute(ctx, "migrate", map[string]any{"uri": addr}); err != nil {
+	if s.BaseImage != "" {
+		if err := d.mirrorTo(ctx, id, nbd); err != nil {
+			d.cancelMirror(ctx, id, true)
+			return err
+		}
+	}
+	if err := d.migrate(ctx, id, uri); err != nil {
+		if s.BaseImage != "" {
+			d.cancelMirror(ctx, id, true)
+		}
+		return err
+	}
+	if s.BaseImage != "" {
+		// The guest is paused: completing the mirror flushes what it wrote
+		// last to the destination.
+		if err := d.cancelMirror(ctx, id, false); err != nil {
+			return fmt.Errorf("%w: finish the disk copy: %v", compute.ErrMigrationFailed, err)
+		}
+	}
+	d.log.Info("VM migrated", "instance", id, "to", addr)
+	return nil
+}
+
+// migrate copies the VM's memory and device state to uri and waits until
+// the copy is complete.
+func (d *Driver) migrate(ctx context.Context, id, uri string) error {
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
 	}
-	t := time.NewTicker(migratePoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			c.Execute(cctx, "migrate_cancel", nil)
-			cancel()
-			return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, ctx.Err())
-		case <-t.C:
-		}
+	return d.poll(ctx, id, func() (bool, error) {
 		raw, err := c.Execute(ctx, "query-migrate", nil)
 		if err != nil {
 			d.dropConn(id)
-			return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
+			return false, fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
 		}
 		var m struct {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return fmt.Errorf("%w: query-migrate: %v", compute.ErrMigrationFailed, err)
+			return false, fmt.Errorf("%w: query-migrate: %v", compute.ErrMigrationFailed, err)
 		}
 		switch m.Status {
 		case "completed":
-			d.log.Info("VM migrated", "instance", id, "to", addr)
-			return nil
+			return true, nil
 		case "failed", "cancelled":
-			return fmt.Errorf("%w: %s", compute.ErrMigrationFailed, orWord(m.ErrorDesc, m.Status))
+			return false, fmt.Errorf("%w: %s", compute.ErrMigrationFailed, orWord(m.ErrorDesc, m.Status))
+		}
+		return false, nil
+	}, func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		c.Execute(cctx, "migrate_cancel", nil)
+		cancel()
+	})
+}
+
+// mirrorTo starts copying the root overlay's blocks to the destination's
+// NBD export and waits until the mirror keeps up with the guest's writes.
+func (d *Driver) mirrorTo(ctx context.Context, id, nbd string) error {
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := c.Execute(ctx, "drive-mirror", map[string]any{"device": rootDrive, "job-id": mirrorJob,
+		"target": "nbd://" + nbd + "/" + rootDrive, "sync": "top", "mode": "existing", "format": "raw"}); err != nil {
+		return fmt.Errorf("%w: start the disk copy: %v", compute.ErrMigrationFailed, err)
+	}
+	return d.poll(ctx, id, func() (bool, error) {
+		job, found, err := d.mirrorStatus(ctx, id)
+		switch {
+		case err != nil:
+			return false, err
+		case !found:
+			return false, fmt.Errorf("%w: the disk copy ended early", compute.ErrMigrationFailed)
+		case job.Error != "":
+			return false, fmt.Errorf("%w: disk copy: %s", compute.ErrMigrationFailed, job.Error)
+		}
+		return job.Ready, nil
+	}, nil)
+}
+
+type blockJob struct {
+	Device string `json:"device"`
+	Ready  bool   `json:"ready"`
+	Status string `json:"status"`
+	Error  string `json:"error"`
+}
+
+func (d *Driver) mirrorStatus(ctx context.Context, id string) (blockJob, bool, error) {
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return blockJob{}, false, err
+	}
+	raw, err := c.Execute(ctx, "query-block-jobs", nil)
+	if err != nil {
+		return blockJob{}, false, fmt.Errorf("%w: query-block-jobs: %v", compute.ErrMigrationFailed, err)
+	}
+	var jobs []blockJob
+	if err := json.Unmarshal(raw, &jobs); err != nil {
+		return blockJob{}, false, fmt.Errorf("%w: query-block-jobs: %v", compute.ErrMigrationFailed, err)
+	}
+	for _, j := range jobs {
+		if j.Device == mirrorJob {
+			return j, true, nil
+		}
+	}
+	return blockJob{}, false, nil
+}
+
+// cancelMirror ends the disk mirror: a ready mirror completes (its last
+// writes reach the destination) unless force, which drops it at once. It
+// waits until the job is gone.
+func (d *Driver) cancelMirror(ctx context.Context, id string, force bool) error {
+	c, err := d.conn(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, found, _ := d.mirrorStatus(ctx, id); !found {
+		return nil
+	}
+	if _, err := c.Execute(ctx, "block-job-cancel", map[string]any{"device": mirrorJob, "force": force}); err != nil {
+		return err
+	}
+	return d.poll(ctx, id, func() (bool, error) {
+		_, found, err := d.mirrorStatus(ctx, id)
+		return !found, err
+	}, nil)
+}
+
+// poll calls check until it says done or fails, or ctx ends (then onCancel
+// runs, if set).
+func (d *Driver) poll(ctx context.Context, id string, check func() (bool, error), onCancel func()) error {
+	t := time.NewTicker(migratePoll)
+	defer t.Stop()
+	for {
+		done, err := check()
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			if onCancel != nil {
+				onCancel()
+			}
+			return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, ctx.Err())
+		case <-t.C:
 		}
 	}
 }

@@ -221,7 +221,11 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 		return err
 	}
 	if pid := d.livePID(id); pid > 0 {
-		if st, _ := d.runState(ctx, id); st != "shutdown" {
+		st, _ := d.runState(ctx, id)
+		if st == "paused" && d.waitingIncoming(id, st) {
+			return d.finishIncoming(ctx, id) // arrived by migration
+		}
+		if st != "shutdown" {
 			return nil
 		}
 		d.quit(ctx, id, pid, "guest powered off")
@@ -390,10 +394,10 @@ func (d *Driver) status(ctx context.Context, id string) compute.Status {
 			}
 		} else {
 			st.State, st.PID, st.StartedAt = compute.StateRunning, pid, processStart(pid)
-			switch rs {
-			case "inmigrate":
+			switch {
+			case d.waitingIncoming(id, rs):
 				st.State = compute.StateIncoming
-			case "postmigrate":
+			case rs == "postmigrate":
 				st.State = compute.StateMigrated
 			}
 			return st

@@ -245,3 +245,74 @@ func TestFirmwareBootsAWholeDiskImage(t *testing.T) {
 		t.Fatalf("after stop: %+v", st)
 	}
 }
+
+// TestMigrateWholeDisk moves a VM booted from the whole-disk guest: blocks
+// written on the source (here straight into its overlay, through QEMU's
+// own qemu-io) are in the destination's overlay afterwards, the
+// destination waits paused until Start, and then runs the guest on (it
+// boots again from the moved disk after a reset).
+func TestMigrateWholeDisk(t *testing.T) {
+	requireQEMU(t)
+	disk := filepath.Join(guestDir(t), "disk.qcow2")
+	if _, err := os.Stat(disk); err != nil {
+		t.Skipf("no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
+	}
+	srcDir, dstDir := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { killAll(t, srcDir); killAll(t, dstDir) })
+	src, dst := newDriver(t, srcDir), newDriver(t, dstDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	id := "i-0d15c000000000a3"
+	spec := compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, BaseImage: disk, BaseFormat: "qcow2", DiskSizeMiB: 128}
+	for _, d := range []*Driver{src, dst} {
+		if err := d.Create(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	computetest.WaitConsole(t, src, id, "CLIPPER-GUEST-READY", 1, 2*time.Minute)
+	c, err := src.conn(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 64 KiB of 0x5a at 100 MiB, beyond anything the base image holds.
+	if _, err := c.Execute(ctx, "human-monitor-command", map[string]any{"command-line": `qemu-io root "write -P 0x5a 100M 64k"`}); err != nil {
+		t.Fatal(err)
+	}
+	con, _ := src.Console(ctx, id, 1<<16)
+	addr, err := dst.Incoming(ctx, id, "127.0.0.1", con)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(addr, " nbd:127.0.0.1:") {
+		t.Fatalf("destination address %q exports no disk", addr)
+	}
+	if err := src.MigrateTo(ctx, id, addr); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := src.Status(ctx, id); st.State != compute.StateMigrated {
+		t.Fatalf("source after the move: %+v", st)
+	}
+	if st, _ := dst.Status(ctx, id); st.State != compute.StateIncoming {
+		t.Fatalf("destination before Start: %+v, want it waiting", st)
+	}
+	out, err := exec.Command("qemu-io", "-r", "-U", "-f", "qcow2", "-c", "read -P 0x5a 100M 64k", dst.path(id, overlayFile)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "failed") {
+		t.Fatalf("the written blocks are not in the destination's overlay: %v: %s", err, out)
+	}
+	if err := src.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := dst.Status(ctx, id); st.State != compute.StateRunning {
+		t.Fatalf("destination after Start: %+v", st)
+	}
+	if err := dst.Reboot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	computetest.WaitConsole(t, dst, id, "CLIPPER-GUEST-READY", 2, 2*time.Minute)
+}
