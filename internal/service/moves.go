@@ -15,7 +15,7 @@ import (
 // it:
 //
 //  1. MoveInstance picks a destination and records it (MoveTo): the
-//     instance's vCPUs and memory are held there from now on.
+//     instance's vCPUs, memory and disk are held there from now on.
 //  2. The destination prepares the instance (image, port, groups) and starts
 //     its VM waiting for the state; it reports where (ObsIncoming, MoveAddr).
 //  3. The source is told that address and sends the VM's state there; once
@@ -200,7 +200,7 @@ func (s *Service) pickDestination(tx store.Tx, i model.Instance, src model.Node,
 	}
 	oc := s.cfg.Overcommit
 	placed, err := scheduler.Place(cands, scheduler.Request{Zone: i.Zone, MinCount: 1, MaxCount: 1,
-		Size: scheduler.Resources{VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB}},
+		Size: scheduler.Resources{VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB, DiskMiB: int64(i.DiskGiB) * 1024}},
 		scheduler.Ratios{CPU: oc.CPU, Memory: oc.Memory, Disk: oc.Disk})
 	var ce *scheduler.CapacityError
 	if errors.As(err, &ce) {
