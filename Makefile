@@ -27,8 +27,10 @@ demo: deps build guest-image
 
 # Every test: unit, in-process, fuzz seed corpora, and end-to-end with real
 # QEMU VMs, nftables and namespaces (those need root; CI runs as root).
+# CLIPPER_TEST_STRICT: everything is installed and built by now, so a test
+# that would skip for a missing part (root, QEMU, the guest) fails instead.
 test: deps build guest-image
-	CLIPPER_BIN=$(CURDIR)/bin/clipper CLIPPER_GUEST=$(CURDIR)/build/guest \
+	CLIPPER_TEST_STRICT=1 CLIPPER_BIN=$(CURDIR)/bin/clipper CLIPPER_GUEST=$(CURDIR)/build/guest \
 	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The inner loop: no VMs, no namespaces.

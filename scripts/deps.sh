@@ -4,6 +4,19 @@
 # archive directory, and waiting for the dpkg lock.
 set -euo pipefail
 
+# Go is not a Debian 12 package in a version new enough (bookworm has 1.19):
+# say so plainly rather than fail later with "go: command not found".
+export PATH=/usr/local/go/bin:$PATH
+if ! command -v go >/dev/null 2>&1; then
+  echo "deps: Go 1.26 or newer is needed (at /usr/local/go, from the Go project's release archive); it is not installed" >&2
+  exit 1
+fi
+gov=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+if [ "$(printf '%s\n1.26\n' "${gov%%[!0-9.]*}" | sort -V | head -1)" != "1.26" ]; then
+  echo "deps: Go 1.26 or newer is needed; this is Go $gov" >&2
+  exit 1
+fi
+
 pkgs=(
   qemu-system-x86 qemu-utils
   nftables iptables iproute2

@@ -24,6 +24,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/clipper-cloud/clipper/internal/testutil/cloud"
+	"github.com/clipper-cloud/clipper/internal/testutil/need"
 	"github.com/clipper-cloud/clipper/internal/testutil/netns"
 )
 
@@ -68,7 +69,7 @@ func guest(t testing.TB) (kernel, initrd string) {
 	kernel, initrd = filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd.img")
 	for _, f := range []string{kernel, initrd} {
 		if _, err := os.Stat(f); err != nil {
-			t.Skipf("no test guest (%v): run `make guest-image` (`make test` does)", err)
+			need.Missing(t, "no test guest (%v): run `make guest-image` (`make test` does)", err)
 		}
 	}
 	return kernel, initrd
@@ -78,7 +79,7 @@ func requireVMs(t testing.TB) {
 	t.Helper()
 	netns.Require(t)
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (`make test` installs it)")
+		need.Missing(t, "qemu-system-x86_64 is not installed (`make test` installs it)")
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/clipper-cloud/clipper/internal/testutil/need"
 )
 
 // TestWholeDiskImageWithCLI drives a firmware-booted whole-disk image with
@@ -25,7 +27,7 @@ func TestWholeDiskImageWithCLI(t *testing.T) {
 	kernel, _ := guest(t)
 	disk := filepath.Join(filepath.Dir(kernel), "disk.qcow2")
 	if _, err := os.Stat(disk); err != nil {
-		t.Skipf("no whole-disk test guest (%v): run `make guest-image` (`make test` does)", err)
+		need.Missing(t, "no whole-disk test guest (%v): run `make guest-image` (`make test` does)", err)
 	}
 	c := StartCloud(t)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,13 @@ func TestLifecycleSDKAndCLI(t *testing.T) {
 	}
 	if got := c.AWS(t, "ec2", "describe-images", "--owners", "self", "--query", "Images[0].ImageId", "--output", "text"); got != ami {
 		t.Fatalf("describe-images: %q", got)
+	}
+	// The README's way: a shell that sources aws.env and runs plain `aws`,
+	// with nothing else set (the file's aws function adds the endpoint for
+	// CLIs that ignore AWS_ENDPOINT_URL).
+	sh := ". " + filepath.Join(c.Dir, "aws.env") + " && aws ec2 describe-key-pairs --query 'KeyPairs[0].KeyName' --output text"
+	if out, err := c.NS.Output("env", "-i", "PATH=/usr/bin:/bin", "HOME="+c.Dir, "bash", "-c", sh); err != nil || strings.TrimSpace(out) != "demo" {
+		t.Fatalf("plain aws after sourcing aws.env: %v: %q", err, out)
 	}
 
 	// The SDK: run two instances, wait with the SDK's own waiter.

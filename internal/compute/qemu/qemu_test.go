@@ -13,6 +13,7 @@ import (
 
 	"github.com/clipper-cloud/clipper/internal/compute"
 	"github.com/clipper-cloud/clipper/internal/compute/computetest"
+	"github.com/clipper-cloud/clipper/internal/testutil/need"
 )
 
 // guestDir finds the test guest built by `make guest-image`.
@@ -24,7 +25,7 @@ func guestDir(t testing.TB) string {
 	}
 	for _, f := range []string{"vmlinux", "initrd.img"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-			t.Skipf("no test guest in %s (run `make guest-image`; `make test` does): %v", dir, err)
+			need.Missing(t, "no test guest in %s (run `make guest-image`; `make test` does): %v", dir, err)
 		}
 	}
 	abs, _ := filepath.Abs(dir)
@@ -37,7 +38,7 @@ func requireQEMU(t testing.TB) {
 		t.Skip("boots real VMs; skipped with -short")
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 is not installed (`make test` installs it)")
+		need.Missing(t, "qemu-system-x86_64 is not installed (`make test` installs it)")
 	}
 }
 
@@ -215,7 +216,7 @@ func TestFirmwareBootsAWholeDiskImage(t *testing.T) {
 	requireQEMU(t)
 	disk := filepath.Join(guestDir(t), "disk.qcow2")
 	if _, err := os.Stat(disk); err != nil {
-		t.Skipf("no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
+		need.Missing(t, "no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
 	}
 	dir := t.TempDir()
 	t.Cleanup(func() { killAll(t, dir) })
@@ -255,7 +256,7 @@ func TestMigrateWholeDisk(t *testing.T) {
 	requireQEMU(t)
 	disk := filepath.Join(guestDir(t), "disk.qcow2")
 	if _, err := os.Stat(disk); err != nil {
-		t.Skipf("no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
+		need.Missing(t, "no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
 	}
 	srcDir, dstDir := t.TempDir(), t.TempDir()
 	t.Cleanup(func() { killAll(t, srcDir); killAll(t, dstDir) })

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clipper-cloud/clipper/internal/testutil/need"
 )
 
 // cmdTimeout bounds every command a helper runs.
@@ -33,10 +35,10 @@ func Require(t testing.TB) {
 		t.Skip("-short: skipping a test that creates network namespaces")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces")
+		need.Missing(t, "needs root: creates network namespaces")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip tool (iproute2): creates network namespaces")
+		need.Missing(t, "needs the ip tool (iproute2): creates network namespaces")
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"syscall"
 	"testing"
+
+	"github.com/clipper-cloud/clipper/internal/testutil/need"
 )
 
 // envInside is set in the environment of a test binary that RunInside
@@ -105,7 +107,7 @@ func RequireInside(t testing.TB) {
 	t.Helper()
 	Require(t)
 	if Inside() == "" {
-		t.Skip("needs the namespace TestMain makes with netns.RunInside")
+		need.Missing(t, "needs the namespace TestMain makes with netns.RunInside")
 	}
 }
 
