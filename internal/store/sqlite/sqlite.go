@@ -117,6 +117,12 @@ func dsn(path string, write bool) string {
 	q.Add("_pragma", "synchronous(FULL)")
 	if write {
 		q.Set("_txlock", "immediate")
+		// Group commit runs each request in a savepoint (writer.go), and
+		// SQLite copies every page a savepoint touches to a subjournal,
+		// a temporary file by default: a write system call per page. The
+		// subjournal only serves rolling back a savepoint, never crash
+		// recovery (that is the WAL's job), so memory is as safe.
+		q.Add("_pragma", "temp_store(MEMORY)")
 	} else {
 		q.Add("_pragma", "query_only(1)")
 	}
