@@ -340,3 +340,27 @@ func TestDeleteNode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestViewCancelled checks that a read whose context ends stops at its next
+// statement with the context's error.
+func TestViewCancelled(t *testing.T) {
+	s := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var first, second error
+	err := s.View(ctx, func(tx store.Tx) error {
+		_, first = tx.Rev()
+		cancel()
+		_, second = tx.Rev()
+		_, err := tx.ListNodes()
+		return err
+	})
+	if first != nil {
+		t.Fatalf("read before cancel: %v", first)
+	}
+	if !errors.Is(second, context.Canceled) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("reads after cancel: %v, %v; want context.Canceled", second, err)
+	}
+	if err := s.View(ctx, func(store.Tx) error { t.Fatal("ran"); return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("view with an ended context: %v", err)
+	}
+}
