@@ -232,7 +232,10 @@ func TestNodeUsageTriggers(t *testing.T) {
 		return nil
 	}))
 	check("launch")
-	for _, st := range []model.InstanceState{model.StateStopped, model.StatePending, model.StateTerminated} {
+	// Changes that keep the usage (pending to running, running to
+	// stopping) as well as those that change it.
+	for _, st := range []model.InstanceState{model.StateStopped, model.StatePending, model.StateRunning,
+		model.StateStopping, model.StateStopped, model.StatePending, model.StateTerminated} {
 		must(s.Update(ctx, func(tx store.Tx) error {
 			i, err := tx.GetInstance("i-a")
 			must(err)
