@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
@@ -13,6 +14,11 @@ type netState struct {
 	groups map[string]nodeproto.SecurityGroup // rules, by ID
 	peers  map[string]nodeproto.Peer          // by instance ID
 	vpcs   map[string]bool                    // networks with full peer lists
+	// order is the IDs of peers, sorted, kept as peers come and go: every
+	// answer that brings a peer hands the network the whole sorted list,
+	// and sorting it afresh each time was most of the agent's work at a
+	// few thousand instances.
+	order []string
 }
 
 func newNetState() *netState {
@@ -38,15 +44,37 @@ func (n *netState) merge(d nodeproto.Desired) bool {
 		changed = true
 	}
 	for _, p := range d.Peers {
+		_, had := n.peers[p.ID]
 		if p.Gone {
 			delete(n.peers, p.ID)
 		} else {
 			n.peers[p.ID] = p
 		}
+		if !d.Full && had != !p.Gone {
+			n.reorder(p.ID, !p.Gone)
+		}
 		n.vpcs[p.VPCID] = true
 		changed = true
 	}
+	if d.Full {
+		n.order = n.order[:0]
+		for id := range n.peers {
+			n.order = append(n.order, id)
+		}
+		slices.Sort(n.order)
+	}
 	return changed
+}
+
+// reorder adds a peer's ID to order, or removes it.
+func (n *netState) reorder(id string, add bool) {
+	k, found := slices.BinarySearch(n.order, id)
+	switch {
+	case add && !found:
+		n.order = slices.Insert(n.order, k, id)
+	case !add && found:
+		n.order = slices.Delete(n.order, k, k+1)
+	}
 }
 
 // needsFull reports whether an instance refers to a group or a network the
@@ -94,11 +122,10 @@ func (n *netState) build() []nodeproto.SecurityGroup {
 
 // peerList returns the peers sorted by instance ID.
 func (n *netState) peerList() []nodeproto.Peer {
-	out := make([]nodeproto.Peer, 0, len(n.peers))
-	for _, p := range n.peers {
-		out = append(out, p)
+	out := make([]nodeproto.Peer, 0, len(n.order))
+	for _, id := range n.order {
+		out = append(out, n.peers[id])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
