@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"sort"
 
 	"github.com/clipper-cloud/clipper/internal/nodeproto"
@@ -13,10 +14,18 @@ type netState struct {
 	groups map[string]nodeproto.SecurityGroup // rules, by ID
 	peers  map[string]nodeproto.Peer          // by instance ID
 	vpcs   map[string]bool                    // networks with full peer lists
+	// order is the IDs of peers, sorted, and members the sorted addresses
+	// of each group's peers, kept as peers come and go: every answer that
+	// brings a peer hands the network the whole sorted lists, and sorting
+	// them afresh each time was most of the agent's work at a few
+	// thousand instances.
+	order   []string
+	members map[string][]string // group ID -> peer IPs (one per membership)
 }
 
 func newNetState() *netState {
-	return &netState{groups: map[string]nodeproto.SecurityGroup{}, peers: map[string]nodeproto.Peer{}, vpcs: map[string]bool{}}
+	return &netState{groups: map[string]nodeproto.SecurityGroup{}, peers: map[string]nodeproto.Peer{}, vpcs: map[string]bool{},
+		members: map[string][]string{}}
 }
 
 // merge applies one desired-state answer; it reports whether the group
@@ -38,15 +47,76 @@ func (n *netState) merge(d nodeproto.Desired) bool {
 		changed = true
 	}
 	for _, p := range d.Peers {
+		old, had := n.peers[p.ID]
 		if p.Gone {
 			delete(n.peers, p.ID)
 		} else {
 			n.peers[p.ID] = p
 		}
+		if !d.Full {
+			if had != !p.Gone {
+				n.reorder(p.ID, !p.Gone)
+			}
+			if had {
+				n.unjoin(old)
+			}
+			if !p.Gone {
+				n.join(p)
+			}
+		}
 		n.vpcs[p.VPCID] = true
 		changed = true
 	}
+	if d.Full {
+		n.order = n.order[:0]
+		n.members = map[string][]string{}
+		for id, p := range n.peers {
+			n.order = append(n.order, id)
+			for _, g := range p.Groups {
+				n.members[g] = append(n.members[g], p.IP)
+			}
+		}
+		slices.Sort(n.order)
+		for _, m := range n.members {
+			slices.Sort(m)
+		}
+	}
 	return changed
+}
+
+// join adds a peer's address to the members of its groups.
+func (n *netState) join(p nodeproto.Peer) {
+	for _, g := range p.Groups {
+		m := n.members[g]
+		k, _ := slices.BinarySearch(m, p.IP)
+		n.members[g] = slices.Insert(m, k, p.IP)
+	}
+}
+
+// unjoin takes a peer's address out of the members of its groups.
+func (n *netState) unjoin(p nodeproto.Peer) {
+	for _, g := range p.Groups {
+		m := n.members[g]
+		if k, found := slices.BinarySearch(m, p.IP); found {
+			m = slices.Delete(m, k, k+1)
+		}
+		if len(m) == 0 {
+			delete(n.members, g)
+		} else {
+			n.members[g] = m
+		}
+	}
+}
+
+// reorder adds a peer's ID to order, or removes it.
+func (n *netState) reorder(id string, add bool) {
+	k, found := slices.BinarySearch(n.order, id)
+	switch {
+	case add && !found:
+		n.order = slices.Insert(n.order, k, id)
+	case !add && found:
+		n.order = slices.Delete(n.order, k, k+1)
+	}
 }
 
 // needsFull reports whether an instance refers to a group or a network the
@@ -68,24 +138,14 @@ func (n *netState) needsFull(instances []nodeproto.DesiredInstance) bool {
 // build returns every group with its members filled in, plus member-only
 // entries for groups that rules refer to but no local instance is in.
 func (n *netState) build() []nodeproto.SecurityGroup {
-	members := map[string][]string{}
-	for _, p := range n.peers {
-		for _, g := range p.Groups {
-			members[g] = append(members[g], p.IP)
-		}
-	}
 	out := make([]nodeproto.SecurityGroup, 0, len(n.groups))
-	seen := map[string]bool{}
 	for id, g := range n.groups {
-		g.Members = members[id]
-		sort.Strings(g.Members)
+		g.Members = slices.Clone(n.members[id])
 		out = append(out, g)
-		seen[id] = true
 	}
-	for id, m := range members {
-		if !seen[id] {
-			sort.Strings(m)
-			out = append(out, nodeproto.SecurityGroup{ID: id, Members: m, Ingress: []nodeproto.Rule{}, Egress: []nodeproto.Rule{}})
+	for id, m := range n.members {
+		if _, ok := n.groups[id]; !ok {
+			out = append(out, nodeproto.SecurityGroup{ID: id, Members: slices.Clone(m), Ingress: []nodeproto.Rule{}, Egress: []nodeproto.Rule{}})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -94,11 +154,10 @@ func (n *netState) build() []nodeproto.SecurityGroup {
 
 // peerList returns the peers sorted by instance ID.
 func (n *netState) peerList() []nodeproto.Peer {
-	out := make([]nodeproto.Peer, 0, len(n.peers))
-	for _, p := range n.peers {
-		out = append(out, p)
+	out := make([]nodeproto.Peer, 0, len(n.order))
+	for _, id := range n.order {
+		out = append(out, n.peers[id])
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 

@@ -394,11 +394,7 @@ func (h *Handler) runInstances(p *Params) (exec, error) {
 		if err != nil {
 			return nil, err
 		}
-		names, err := h.svc.GroupNames(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		return &runInstancesResponse{reservationXML: toReservationXML(res, names)}, nil
+		return &runInstancesResponse{reservationXML: toReservationXML(res, res.GroupNames)}, nil
 	}, nil
 }
 

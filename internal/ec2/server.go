@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"regexp"
 	"runtime/debug"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/clipper-cloud/clipper/internal/model"
@@ -48,7 +50,12 @@ type Handler struct {
 	auth    Authenticator
 	log     *slog.Logger
 	actions map[string]parser
+	bufs    sync.Pool // *bytes.Buffer for encoding responses
 }
+
+// maxPooledBuf bounds the response buffers kept for reuse, so one huge
+// answer (a DescribeInstances of thousands) is not held on to.
+const maxPooledBuf = 64 << 10
 
 // New returns the EC2 API handler.
 func New(svc *service.Service, auth Authenticator, log *slog.Logger) *Handler {
@@ -108,15 +115,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.XMLName = xml.Name{Local: action + "Response"}
 	m.Xmlns = Namespace
 	m.RequestID = reqID
-	var buf bytes.Buffer
+	buf, _ := h.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
+	}
+	defer func() {
+		if buf.Cap() <= maxPooledBuf {
+			buf.Reset()
+			h.bufs.Put(buf)
+		}
+	}()
 	buf.WriteString(xml.Header)
-	if err := xml.NewEncoder(&buf).Encode(resp); err != nil {
+	if err := xml.NewEncoder(buf).Encode(resp); err != nil {
 		h.log.Error("encode response", "request", reqID, "action", action, "error", err)
 		writeError(w, reqID, newError(http.StatusInternalServerError, "InternalError", "An internal error has occurred."))
 		return
 	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
 	w.Header().Set("x-amzn-RequestId", reqID)
+	// The whole answer is at hand: say its length rather than have the
+	// server chunk it.
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(http.StatusOK)
 	w.Write(buf.Bytes())
 	h.log.Debug("ec2 request", "request", reqID, "action", action, "took", time.Since(start))

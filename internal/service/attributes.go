@@ -52,7 +52,7 @@ func (s *Service) ModifyInstanceAttribute(ctx context.Context, c Caller, id stri
 		}
 		nodeChange := false
 		if ch.GroupIDs != nil {
-			groups, err := s.resolveInstanceGroups(tx, c, i.VPCID, ch.GroupIDs, nil)
+			groups, _, err := s.resolveInstanceGroups(tx, c, i.VPCID, ch.GroupIDs, nil)
 			if err != nil {
 				return err
 			}
@@ -155,13 +155,20 @@ func (s *Service) Instance(ctx context.Context, c Caller, id string) (model.Inst
 
 // GroupNames maps the caller's group IDs to names.
 func (s *Service) GroupNames(ctx context.Context, c Caller) (map[string]string, error) {
-	out := map[string]string{}
+	var out map[string]string
 	err := s.view(ctx, func(tx store.Tx) error {
-		gs, err := tx.ListGroups(c.AccountID)
-		for _, g := range gs {
-			out[g.ID] = g.Name
-		}
+		var err error
+		out, err = groupNames(tx, c.AccountID)
 		return err
 	})
+	return out, err
+}
+
+func groupNames(tx store.Tx, accountID string) (map[string]string, error) {
+	out := map[string]string{}
+	gs, err := tx.ListGroups(accountID)
+	for _, g := range gs {
+		out[g.ID] = g.Name
+	}
 	return out, err
 }

@@ -580,16 +580,17 @@ func (s *Service) DescribeSecurityGroupRules(ctx context.Context, c Caller, ids 
 }
 
 // resolveInstanceGroups turns RunInstances' group IDs and names into IDs in
-// the subnet's VPC; none means the VPC's default group.
-func (s *Service) resolveInstanceGroups(tx store.Tx, c Caller, vpcID string, ids, names []string) ([]string, error) {
+// the subnet's VPC; none means the VPC's default group. It also returns the
+// names of those of the caller's groups, by ID (what GroupNames would say).
+func (s *Service) resolveInstanceGroups(tx store.Tx, c Caller, vpcID string, ids, names []string) ([]string, map[string]string, error) {
 	var out []string
-	seen := map[string]bool{}
+	byID := map[string]string{}
 	add := func(g model.SecurityGroup) error {
 		if g.VPCID != vpcID {
 			return model.InvalidParam("SecurityGroupId", "Security group %s and the subnet belong to different networks", g.ID)
 		}
-		if !seen[g.ID] {
-			seen[g.ID] = true
+		if _, seen := byID[g.ID]; !seen {
+			byID[g.ID] = g.Name
 			out = append(out, g.ID)
 		}
 		return nil
@@ -597,32 +598,35 @@ func (s *Service) resolveInstanceGroups(tx store.Tx, c Caller, vpcID string, ids
 	for _, id := range ids {
 		g, err := s.resolveGroup(tx, c, GroupRef{ID: id})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := add(g); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for _, n := range names {
 		g, err := tx.GetGroupByName(vpcID, n)
 		if err != nil || g.AccountID != c.AccountID {
-			return nil, model.Errorf(model.KindNotFound, model.ResGroup, n, "The security group '%s' does not exist in VPC '%s'", n, vpcID)
+			return nil, nil, model.Errorf(model.KindNotFound, model.ResGroup, n, "The security group '%s' does not exist in VPC '%s'", n, vpcID)
 		}
 		if err := add(g); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if len(out) > 5 {
-		return nil, model.Errorf(model.KindLimitExceeded, model.ResGroup, "", "An instance can be in at most 5 security groups")
+		return nil, nil, model.Errorf(model.KindLimitExceeded, model.ResGroup, "", "An instance can be in at most 5 security groups")
 	}
 	if len(out) == 0 {
 		g, err := tx.GetGroupByName(vpcID, model.DefaultGroup)
 		if err != nil {
-			return nil, fmt.Errorf("VPC %s has no default group: %w", vpcID, err)
+			return nil, nil, fmt.Errorf("VPC %s has no default group: %w", vpcID, err)
 		}
 		out = []string{g.ID}
+		if g.AccountID == c.AccountID {
+			byID[g.ID] = g.Name
+		}
 	}
-	return out, nil
+	return out, byID, nil
 }
 
 // ExpandForCheck validates a permission the way Authorize does, with peer

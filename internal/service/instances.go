@@ -86,6 +86,10 @@ func (in MetadataInput) apply(o model.MetadataOptions) (model.MetadataOptions, e
 type Reservation struct {
 	model.Reservation
 	Instances []model.Instance
+	// GroupNames maps the IDs of the instances' security groups to their
+	// names (set by RunInstances, which reads them in its transaction, so
+	// that its answer needs no second read).
+	GroupNames map[string]string
 }
 
 // StateChange is the answer of Stop/Start/Terminate for one instance.
@@ -182,10 +186,11 @@ func (s *Service) RunInstances(ctx context.Context, c Caller, in RunInput) (Rese
 			return err
 		}
 		in.Zone = sn.Zone
-		groups, err := s.resolveInstanceGroups(tx, c, sn.VPCID, in.GroupIDs, in.GroupNames)
+		groups, names, err := s.resolveInstanceGroups(tx, c, sn.VPCID, in.GroupIDs, in.GroupNames)
 		if err != nil {
 			return err
 		}
+		res.GroupNames = names
 		md, _ := in.Metadata.apply(model.DefaultMetadataOptions())
 		placed, err := s.place(tx, in, typ, diskGiB)
 		if err != nil {
@@ -292,7 +297,11 @@ func (s *Service) replayRun(tx store.Tx, c Caller, r model.Reservation, in RunIn
 		return err
 	}
 	sort.Slice(insts, func(a, b int) bool { return insts[a].LaunchIndex < insts[b].LaunchIndex })
-	res.Reservation, res.Instances = r, insts
+	names, err := groupNames(tx, c.AccountID)
+	if err != nil {
+		return err
+	}
+	res.Reservation, res.Instances, res.GroupNames = r, insts, names
 	return nil
 }
 

@@ -106,13 +106,6 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 		}
 		dc := &desiredCache{images: map[string]model.Image{}, subnets: map[string]model.Subnet{}, vpcs: map[string]model.VPC{},
 			keys: map[string]string{}, groupNames: map[string]string{}, nodeAddrs: map[string]string{}}
-		ids := make([]string, len(insts))
-		for k, i := range insts {
-			ids[k] = i.ID
-		}
-		if dc.addrs, err = tx.InstanceAddresses(ids); err != nil {
-			return err
-		}
 		var movingIn []model.Instance
 		for _, i := range insts {
 			if i.NodeID != nodeID && i.MoveTo != nodeID {
@@ -282,8 +275,7 @@ type desiredCache struct {
 	vpcs       map[string]model.VPC
 	keys       map[string]string // account/name -> OpenSSH key
 	groupNames map[string]string
-	nodeAddrs  map[string]string        // node ID -> underlay address
-	addrs      map[string]model.Address // instance ID -> elastic IP
+	nodeAddrs  map[string]string // node ID -> underlay address
 }
 
 func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCache) (nodeproto.DesiredInstance, error) {
@@ -336,7 +328,7 @@ func (s *Service) desiredInstance(tx store.Tx, i model.Instance, dc *desiredCach
 		VNI:        v.VNI,
 		GatewayMAC: GatewayMAC(i.VPCID),
 		Uplink:     v.Uplink,
-		PublicIP:   dc.addrs[i.ID].PublicIP,
+		PublicIP:   i.PublicIP, // decorate read the elastic IPs
 	}
 	md, err := s.metadataDoc(tx, i, sn, v, dc)
 	if err != nil {
@@ -355,7 +347,7 @@ func (s *Service) metadataDoc(tx store.Tx, i model.Instance, sn model.Subnet, v 
 		InstanceType: i.InstanceType, ReservationID: i.ReservationID, LaunchIndex: i.LaunchIndex, LaunchTime: i.LaunchTime,
 		Hostname: PrivateDNSName(i.PrivateIP), LocalIPv4: i.PrivateIP, MAC: i.MAC, VPCID: i.VPCID, VPCCIDR: v.CIDR,
 		SubnetID: i.SubnetID, SubnetCIDR: sn.CIDR, InterfaceID: derivedID(model.PrefixENI, i.ID), GroupIDs: i.Groups,
-		UserData: i.UserData, PublicIPv4: dc.addrs[i.ID].PublicIP,
+		UserData: i.UserData, PublicIPv4: i.PublicIP,
 	}
 	for _, g := range i.Groups {
 		name, ok := dc.groupNames[g]

@@ -49,11 +49,12 @@ func (s *Service) WaitInstance(ctx context.Context, c Caller, id string, until f
 		var insts []model.Instance
 		done := false
 		err := s.view(ctx, func(tx store.Tx) error {
-			var err error
-			if insts, err = loadOwned(tx, c, []string{id}); err != nil {
+			i, err := loadOne(tx, c, id)
+			if err != nil {
 				return err
 			}
-			if done = until(insts[0]); done {
+			insts = []model.Instance{i}
+			if done = until(i); done {
 				return s.decorate(tx, c.AccountID, insts)
 			}
 			return nil
@@ -70,4 +71,14 @@ func (s *Service) WaitInstance(ctx context.Context, c Caller, id string, until f
 			return model.Instance{}, ctx.Err()
 		}
 	}
+}
+
+// loadOne is loadOwned for one instance, by its key: what a waiter reads
+// at every change.
+func loadOne(tx store.Tx, c Caller, id string) (model.Instance, error) {
+	i, err := tx.GetInstance(id)
+	if err == nil && i.AccountID != c.AccountID {
+		err = model.NotFound(model.ResInstance, id)
+	}
+	return i, err
 }

@@ -1,7 +1,9 @@
 package sqlite
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/clipper-cloud/clipper/internal/model"
@@ -262,24 +264,45 @@ func (t *tx) AddInstanceGroups(instanceID string, groupIDs []string) error {
 	return nil
 }
 
+// InstanceGroups returns each instance's groups in position order. The
+// rows are put in that order here: ORDER BY position made SQLite build a
+// temporary sorter for every call, mostly for one instance in one group.
 func (t *tx) InstanceGroups(ids []string) (map[string][]string, error) {
-	out := map[string][]string{}
+	type member struct {
+		group string
+		pos   int
+	}
+	byInst := map[string][]member{}
 	for start := 0; start < len(ids); start += 500 {
 		chunk := ids[start:min(start+500, len(ids))]
-		rows, err := t.query(`SELECT instance_id, group_id FROM instance_groups WHERE instance_id IN (`+placeholders(len(chunk))+`)
-			ORDER BY instance_id, position`, anySlice(chunk)...)
+		rows, err := t.query(`SELECT instance_id, group_id, position FROM instance_groups WHERE instance_id IN (`+
+			placeholders(len(chunk))+`)`, anySlice(chunk)...)
 		if err != nil {
 			return nil, err
 		}
 		for rows.Next() {
-			var i, g string
-			if err := rows.Scan(&i, &g); err != nil {
+			var i string
+			var m member
+			if err := rows.Scan(&i, &m.group, &m.pos); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			out[i] = append(out[i], g)
+			byInst[i] = append(byInst[i], m)
 		}
+		err = rows.Err()
 		rows.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := make(map[string][]string, len(byInst))
+	for i, ms := range byInst {
+		slices.SortStableFunc(ms, func(a, b member) int { return cmp.Compare(a.pos, b.pos) })
+		gs := make([]string, len(ms))
+		for k, m := range ms {
+			gs[k] = m.group
+		}
+		out[i] = gs
 	}
 	return out, nil
 }

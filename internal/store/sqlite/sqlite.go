@@ -117,6 +117,12 @@ func dsn(path string, write bool) string {
 	q.Add("_pragma", "synchronous(FULL)")
 	if write {
 		q.Set("_txlock", "immediate")
+		// Group commit runs each request in a savepoint (writer.go), and
+		// SQLite copies every page a savepoint touches to a subjournal,
+		// a temporary file by default: a write system call per page. The
+		// subjournal only serves rolling back a savepoint, never crash
+		// recovery (that is the WAL's job), so memory is as safe.
+		q.Add("_pragma", "temp_store(MEMORY)")
 	} else {
 		q.Add("_pragma", "query_only(1)")
 	}
@@ -179,14 +185,25 @@ func (s *Store) Close() error {
 }
 
 // View runs fn in a read-only snapshot.
+//
+// ctx is checked before the transaction and before each statement rather
+// than handed to the driver: with a cancellable context it starts a
+// goroutine per statement to interrupt it, which costs more than the short
+// reads it could interrupt. A read of a caller that went away thus ends at
+// its next statement. (database/sql watches each transaction and result
+// set with a goroutine whatever the context: it derives its own.)
 func (s *Store) View(ctx context.Context, fn func(store.Tx) error) error {
-	sqlTx, err := s.r.BeginTx(ctx, nil)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	quiet := context.WithoutCancel(ctx)
+	sqlTx, err := s.r.BeginTx(quiet, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	defer s.rs.preparePending(context.WithoutCancel(ctx))
+	defer s.rs.preparePending(quiet)
 	defer sqlTx.Rollback()
-	return fn(&tx{ctx: ctx, tx: sqlTx, stmts: s.rs})
+	return fn(&tx{ctx: quiet, cancel: ctx, tx: sqlTx, stmts: s.rs})
 }
 
 // migration is one numbered schema step.

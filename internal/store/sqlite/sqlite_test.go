@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -232,7 +233,10 @@ func TestNodeUsageTriggers(t *testing.T) {
 		return nil
 	}))
 	check("launch")
-	for _, st := range []model.InstanceState{model.StateStopped, model.StatePending, model.StateTerminated} {
+	// Changes that keep the usage (pending to running, running to
+	// stopping) as well as those that change it.
+	for _, st := range []model.InstanceState{model.StateStopped, model.StatePending, model.StateRunning,
+		model.StateStopping, model.StateStopped, model.StatePending, model.StateTerminated} {
 		must(s.Update(ctx, func(tx store.Tx) error {
 			i, err := tx.GetInstance("i-a")
 			must(err)
@@ -338,5 +342,79 @@ func TestDeleteNode(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestViewCancelled checks that a read whose context ends stops at its next
+// statement with the context's error.
+func TestViewCancelled(t *testing.T) {
+	s := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var first, second error
+	err := s.View(ctx, func(tx store.Tx) error {
+		_, first = tx.Rev()
+		cancel()
+		_, second = tx.Rev()
+		_, err := tx.ListNodes()
+		return err
+	})
+	if first != nil {
+		t.Fatalf("read before cancel: %v", first)
+	}
+	if !errors.Is(second, context.Canceled) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("reads after cancel: %v, %v; want context.Canceled", second, err)
+	}
+	if err := s.View(ctx, func(store.Tx) error { t.Fatal("ran"); return nil }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("view with an ended context: %v", err)
+	}
+}
+
+// TestInstanceGroupsOrder checks that an instance's groups come back in the
+// order they were given, not in the order of their IDs.
+func TestInstanceGroupsOrder(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	now := time.Now()
+	err := s.Update(ctx, func(tx store.Tx) error {
+		if err := tx.CreateAccount(model.Account{ID: "1", Name: "a", Created: now}); err != nil {
+			return err
+		}
+		if err := tx.InsertVPC(model.VPC{ID: "vpc-1", AccountID: "1", CIDR: "10.0.0.0/16", Created: now}); err != nil {
+			return err
+		}
+		for _, g := range []string{"sg-1", "sg-2", "sg-3"} {
+			if err := tx.InsertGroup(model.SecurityGroup{ID: g, AccountID: "1", VPCID: "vpc-1", Name: g, Description: "d", Created: now}); err != nil {
+				return err
+			}
+		}
+		if err := tx.InsertReservation(model.Reservation{ID: "r", AccountID: "1", Created: now}); err != nil {
+			return err
+		}
+		for id, groups := range map[string][]string{"i-a": {"sg-3", "sg-1", "sg-2"}, "i-b": {"sg-2"}, "i-c": nil} {
+			if err := tx.InsertInstance(model.Instance{ID: id, AccountID: "1", ReservationID: "r", VCPUs: 1, MemoryMiB: 1,
+				VPCID: "vpc-1", State: model.StatePending, Power: model.PowerRunning, LaunchTime: now, StateChanged: now}); err != nil {
+				return err
+			}
+			if err := tx.SetInstanceGroups(id, groups); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string][]string
+	err = s.View(ctx, func(tx store.Tx) error {
+		var err error
+		got, err = tx.InstanceGroups([]string{"i-a", "i-b", "i-c"})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"i-a": {"sg-3", "sg-1", "sg-2"}, "i-b": {"sg-2"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("InstanceGroups = %v, want %v", got, want)
 	}
 }

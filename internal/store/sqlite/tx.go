@@ -17,42 +17,57 @@ import (
 
 // tx implements store.Tx over one database/sql transaction.
 type tx struct {
-	ctx   context.Context
-	tx    *sql.Tx
-	stmts *stmtCache
+	ctx context.Context // what statements run with
+	// cancel, when set, is the caller's context, checked before each
+	// statement (see View).
+	cancel context.Context
+	tx     *sql.Tx
+	stmts  *stmtCache
 }
 
 var _ store.Tx = (*tx)(nil)
 
+// stmtCtx is the context for the next statement: the caller's once it has
+// ended, so that database/sql fails the statement with its error.
+func (t *tx) stmtCtx() context.Context {
+	if t.cancel != nil && t.cancel.Err() != nil {
+		return t.cancel
+	}
+	return t.ctx
+}
+
 // stmt returns the transaction's handle on the cached prepared statement
 // for q, or nil to run q unprepared.
-func (t *tx) stmt(q string) *sql.Stmt {
+func (t *tx) stmt(ctx context.Context, q string) *sql.Stmt {
 	st := t.stmts.get(q)
 	if st == nil {
 		return nil
 	}
-	return t.tx.StmtContext(t.ctx, st)
+	return t.tx.StmtContext(ctx, st)
 }
 
 func (t *tx) exec(q string, args ...any) (sql.Result, error) {
-	if st := t.stmt(q); st != nil {
-		return st.ExecContext(t.ctx, args...)
+	ctx := t.stmtCtx()
+	if st := t.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
 	}
-	return t.tx.ExecContext(t.ctx, q, args...)
+	return t.tx.ExecContext(ctx, q, args...)
 }
 
 func (t *tx) query(q string, args ...any) (*sql.Rows, error) {
-	if st := t.stmt(q); st != nil {
-		return st.QueryContext(t.ctx, args...)
+	ctx := t.stmtCtx()
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
 	}
-	return t.tx.QueryContext(t.ctx, q, args...)
+	return t.tx.QueryContext(ctx, q, args...)
 }
 
 func (t *tx) row(q string, args ...any) *sql.Row {
-	if st := t.stmt(q); st != nil {
-		return st.QueryRowContext(t.ctx, args...)
+	ctx := t.stmtCtx()
+	if st := t.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
 	}
-	return t.tx.QueryRowContext(t.ctx, q, args...)
+	return t.tx.QueryRowContext(ctx, q, args...)
 }
 
 // ms converts a time to the stored form; the zero time is stored as 0.

@@ -1,4 +1,4 @@
--- Clipper schema, version 6: live migration of instances between nodes.
+-- Clipper schema, version 7: live migration of instances between nodes.
 -- move_to is the node an instance is moving to (its vCPUs, memory and disk
 -- are held there for the move), move_addr where that node's VM waits for the
 -- instance's state, and drop_node a node that must delete its copy of the
@@ -9,7 +9,8 @@ ALTER TABLE instances ADD COLUMN drop_node TEXT NOT NULL DEFAULT '';
 CREATE INDEX instances_move_to ON instances(move_to) WHERE move_to <> '';
 CREATE INDEX instances_drop_node ON instances(drop_node) WHERE drop_node <> '';
 
-CREATE TRIGGER instances_move_usage AFTER UPDATE OF move_to ON instances BEGIN
+CREATE TRIGGER instances_move_usage AFTER UPDATE OF move_to ON instances
+WHEN OLD.move_to IS NOT NEW.move_to BEGIN
     UPDATE nodes SET used_vcpus = used_vcpus - OLD.vcpus, used_memory_mib = used_memory_mib - OLD.memory_mib,
         used_disk_mib = used_disk_mib - OLD.disk_gib * 1024
     WHERE id = OLD.move_to;
