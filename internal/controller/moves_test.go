@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -231,20 +232,50 @@ func listNodes(t *testing.T, c *cloud.Cloud) []api.NodeInfo {
 // instance; once the node is down the move is called off, the instance runs
 // on where it was, and the returning node has nothing of it.
 func TestMoveCalledOff(t *testing.T) {
-	c, ami := moveCloud(t)
+	c := cloud.Start(t, cloud.Options{Nodes: 3, Agent: func(_ string, cfg *agent.Config) { cfg.Address = "127.0.0.1" },
+		Service: func(cfg *service.Config) { cfg.PublicPools = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/28")} }})
+	ami := c.ImportImage(t, "guest")
 	ctx := context.Background()
-	run := runOne(t, c, ami)
-	id := aws.ToString(run.InstanceId)
+	id := aws.ToString(runOne(t, c, ami).InstanceId)
+	alloc, err := c.EC2.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: types.DomainTypeVpc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EC2.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: alloc.AllocationId, InstanceId: aws.String(id)}); err != nil {
+		t.Fatal(err)
+	}
 	src := hostOf(t, c, id)
 	dst := (src + 1) % 3
 	c.Nodes[dst].Stop()
 	if err := postJSON(ctx, c, api.Prefix+"instances/"+id+"/move", api.MoveRequest{Node: nodeName(dst)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	srcID := ""
+	srcID, dstID := "", ""
 	for _, n := range listNodes(t, c) {
-		if n.Name == nodeName(src) {
+		switch n.Name {
+		case nodeName(src):
 			srcID = n.ID
+		case nodeName(dst):
+			dstID = n.ID
+		}
+	}
+	// While it moves, the elastic IP is the source's alone.
+	for nodeID, want := range map[string]string{srcID: aws.ToString(alloc.PublicIp), dstID: ""} {
+		d, err := c.Ctrl.Service().NodeDesired(ctx, nodeID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, di := range d.Instances {
+			if di.ID == id {
+				found = true
+				if di.Network.PublicIP != want {
+					t.Fatalf("node %s is told public IP %q during the move, want %q", nodeID, di.Network.PublicIP, want)
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("node %s does not list the moving instance", nodeID)
 		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -277,7 +308,6 @@ func TestMoveCalledOff(t *testing.T) {
 	}
 	// The instance can move again once the node is back.
 	var mv service.Move
-	var err error
 	for time.Now().Before(deadline.Add(10 * time.Second)) {
 		if err = postJSON(ctx, c, api.Prefix+"instances/"+id+"/move", api.MoveRequest{Node: nodeName(dst)}, &mv); err == nil {
 			break

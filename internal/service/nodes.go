@@ -124,6 +124,9 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 					return err
 				}
 				di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output}
+				// The elastic IP stays with the source, which runs the VM,
+				// until the handover: two nodes must not answer ARP for it.
+				di.Network.PublicIP = ""
 				movingIn = append(movingIn, i)
 			case i.MoveTo != "":
 				di.Move = &nodeproto.Move{Role: nodeproto.MoveOut, Addr: i.MoveAddr}

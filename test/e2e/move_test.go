@@ -53,6 +53,18 @@ func TestLiveMove(t *testing.T) {
 	}
 	c.WaitConsole(t, bID, "CLIPPER-INSTANCE-ID", 2*time.Minute)
 	c.waitProbe(t, aID, 0, true, time.Minute)
+	// b has an elastic IP, reached from the router (the Internet).
+	ctx := context.Background()
+	c.allowFromInternet(t, aws.ToString(b.SecurityGroups[0].GroupId))
+	alloc, err := c.EC2.AllocateAddress(ctx, &ec2.AllocateAddressInput{Domain: types.DomainTypeVpc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EC2.AssociateAddress(ctx, &ec2.AssociateAddressInput{AllocationId: alloc.AllocationId, InstanceId: b.InstanceId}); err != nil {
+		t.Fatal(err)
+	}
+	eip := aws.ToString(alloc.PublicIp)
+	c.checkEIPOn(t, eip, bID, n1)
 
 	// Out to node2, by name.
 	out := c.Run(t, clipperBin, "instance", "move", bID, "--node", "node2")
@@ -65,6 +77,7 @@ func TestLiveMove(t *testing.T) {
 	n := c.waitProbe(t, aID, c.lastProbe(t, aID), true, 30*time.Second)
 	t.Logf("a reaches b on node2 across the overlay (probe #%d)", n)
 	c.checkMoved(t, bID, bIP)
+	c.checkEIPOn(t, eip, bID, n2)
 
 	// Back by draining node2.
 	out = c.Run(t, clipperBin, "node", "drain", "node2")
@@ -75,6 +88,7 @@ func TestLiveMove(t *testing.T) {
 	n = c.waitProbe(t, aID, c.lastProbe(t, aID), true, 30*time.Second)
 	t.Logf("a reaches b back on node1 (probe #%d)", n)
 	c.checkMoved(t, bID, bIP)
+	c.checkEIPOn(t, eip, bID, n1)
 	if states := c.nodeStates(t); states["node2"] != "draining" {
 		t.Errorf("node2 after the drain: %q", states["node2"])
 	}
@@ -184,4 +198,17 @@ func BenchmarkLiveMove(b *testing.B) {
 	b.ReportMetric(took[len(took)/2].Seconds(), "p50-s")
 	b.ReportMetric(took[len(took)-1].Seconds(), "max-s")
 	b.ReportMetric(0, "ns/op")
+}
+
+// checkEIPOn: the router reaches the elastic IP at node's MAC (the node
+// that hosts the instance answers ARP for it, and announced it when the
+// instance arrived), and the instance answers there.
+func (c *cluster) checkEIPOn(t *testing.T, eip, id string, node *clusterNode) {
+	t.Helper()
+	start := time.Now()
+	c.waitWho(t, eip, "clipper-guest "+id+" from "+publicGW, 30*time.Second)
+	t.Logf("elastic IP %s reaches %s on %s %v after the check began", eip, id, node.name, time.Since(start).Round(10*time.Millisecond))
+	if mac, want := c.neighMAC(eip), node.mac(t); mac != want {
+		t.Errorf("the router reaches %s at %q, want %s's %s", eip, mac, node.name, want)
+	}
 }
