@@ -2,21 +2,17 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/clipper-cloud/clipper/internal/model"
-	"github.com/clipper-cloud/clipper/internal/sigv4"
 	"github.com/clipper-cloud/clipper/internal/testutil/cloud"
 )
 
@@ -27,23 +23,9 @@ func TestInvalidAction(t *testing.T) {
 	for _, tc := range []struct {
 		action, code string
 	}{{"Frobnicate", "InvalidAction"}, {"CreateVpcEndpoint", "UnsupportedOperation"}} {
-		req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/?Action=%s&Version=2016-11-15", c.Ctrl.APIURL(), tc.action), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key := c.Ctrl.Credentials()
-		if err := sigv4.Sign(req, nil, sigv4.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret},
-			c.Ctrl.Service().Config().Region, "ec2", time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "<Code>"+tc.code+"</Code>") {
-			t.Errorf("%s: %d %s, want 400 %s", tc.action, resp.StatusCode, b, tc.code)
+		status, body := signedGet(t, c, tc.action, "")
+		if status != http.StatusBadRequest || !strings.Contains(body, "<Code>"+tc.code+"</Code>") {
+			t.Errorf("%s: %d %s, want 400 %s", tc.action, status, body, tc.code)
 		}
 	}
 }

@@ -222,6 +222,17 @@ func TestInstanceTypeTable(t *testing.T) {
 // rawAction sends a SigV4-signed GET and returns the XML.
 func rawAction(t *testing.T, c *cloud.Cloud, action, query string) string {
 	t.Helper()
+	status, body := signedGet(t, c, action, query)
+	if status != http.StatusOK {
+		t.Fatalf("%s: %d %s", action, status, body)
+	}
+	return body
+}
+
+// signedGet sends a SigV4-signed GET of an action and returns the status
+// and body.
+func signedGet(t *testing.T, c *cloud.Cloud, action, query string) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/?Action=%s&Version=2016-11-15&%s", c.Ctrl.APIURL(), action, query), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -237,10 +248,7 @@ func rawAction(t *testing.T, c *cloud.Cloud, action, query string) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %d %s", action, resp.StatusCode, b)
-	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // failingStart is a driver whose VMs never start, as when QEMU exits at once.
