@@ -348,3 +348,22 @@ func TestPathUnknown(t *testing.T) {
 		}
 	}
 }
+
+// Two bottlenecks: r1 forwards at most 1450 bytes and drops its own
+// frag-needed errors, r2 forwards 1400 and sends them. Probes of 1401-1450
+// bytes get frag-needed from r2, larger ones vanish at r1: discovery works
+// for some sizes only, which is partial, with the path MTU still found.
+func TestPathPartialTwoBottlenecks(t *testing.T) {
+	t.Parallel()
+	tp := newTopo(t, 2)
+	tp.bottleneck(1, 1450)
+	tp.dropPTB(1)
+	tp.bottleneck(2, routeMTU)
+	rep, code := tp.runDoctor(tp.serverAddr(false))
+	if rep.Verdict != doctor.VerdictPartial || code != doctor.ExitProblem {
+		t.Fatalf("verdict %s exit %d, want partial 2 (%s)", rep.Verdict, code, rep.Evidence)
+	}
+	if rep.PathMTU != routeMTU {
+		t.Errorf("path_mtu = %d, want %d", rep.PathMTU, routeMTU)
+	}
+}
