@@ -18,16 +18,30 @@ type fakeUpstream struct {
 	queries atomic.Int32
 }
 
+// listenBoth listens on one loopback port for UDP and TCP. The UDP port
+// the kernel picks may be taken for TCP (by another test's connection), so
+// it tries again with another.
+func listenBoth(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var err error
+	for range 20 {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp4", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp4", pc.LocalAddr().String()); err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", err)
+	return nil, nil
+}
+
 func startUpstream(t testing.TB) *fakeUpstream {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp4", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenBoth(t)
 	u := &fakeUpstream{addr: pc.LocalAddr().String()}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		u.queries.Add(1)
