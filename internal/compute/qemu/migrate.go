@@ -69,6 +69,31 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 		}
 		return "", fmt.Errorf("%w: %s already runs here", compute.ErrInvalidState, id)
 	}
+	if len(console) > 0 {
+		if err := os.WriteFile(d.path(id, consoleFile), console, 0o600); err != nil {
+			return "", err
+		}
+	}
+	// The ports are free when picked; another process may take one before
+	// QEMU binds it, so a failed start tries other ports.
+	var addr string
+	for attempt := 0; ; attempt++ {
+		addr, err = d.startIncoming(ctx, s, host)
+		if err == nil || attempt == 2 || ctx.Err() != nil {
+			break
+		}
+		d.log.Warn("VM could not wait for a migration; trying other ports", "instance", id, "error", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	d.log.Info("VM waiting for a live migration", "instance", id, "addr", addr)
+	return addr, nil
+}
+
+// startIncoming picks the ports and starts the VM waiting on them.
+func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string) (string, error) {
+	id := s.ID
 	mport, err := freePort(host)
 	if err != nil {
 		return "", err
@@ -86,11 +111,6 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 		addr += " nbd:" + nbd
 		extra = []string{"-incoming", "defer", "-S"}
 	}
-	if len(console) > 0 {
-		if err := os.WriteFile(d.path(id, consoleFile), console, 0o600); err != nil {
-			return "", err
-		}
-	}
 	if err := writeAtomic(d.path(id, incomingFile), []byte(addr)); err != nil {
 		return "", err
 	}
@@ -105,7 +125,6 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 			return "", err
 		}
 	}
-	d.log.Info("VM waiting for a live migration", "instance", id, "addr", addr)
 	return addr, nil
 }
 
