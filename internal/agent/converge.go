@@ -127,15 +127,24 @@ func (a *Agent) convergeRunning(ctx context.Context, d nodeproto.DesiredInstance
 
 // boot prepares the instance's image, network and VM, and starts it.
 func (a *Agent) boot(ctx context.Context, d nodeproto.DesiredInstance) error {
+	if err := a.create(ctx, d); err != nil {
+		return err
+	}
+	if err := a.cfg.Driver.Start(ctx, d.ID); err != nil {
+		return fmt.Errorf("start VM: %w", err)
+	}
+	return nil
+}
+
+// create prepares the instance's image and port and creates its VM (a VM
+// that exists with the same spec is kept).
+func (a *Agent) create(ctx context.Context, d nodeproto.DesiredInstance) error {
 	spec, err := a.spec(ctx, d)
 	if err != nil {
 		return err
 	}
 	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
 		return fmt.Errorf("create VM: %w", err)
-	}
-	if err := a.cfg.Driver.Start(ctx, d.ID); err != nil {
-		return fmt.Errorf("start VM: %w", err)
 	}
 	return nil
 }

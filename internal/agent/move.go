@@ -71,12 +71,8 @@ func (a *Agent) prepareIncoming(ctx context.Context, d nodeproto.DesiredInstance
 	if a.cfg.Address == "" {
 		return "", errors.New("this node has no underlay address (--address) for the migration to arrive on")
 	}
-	spec, err := a.spec(ctx, d)
-	if err != nil {
+	if err := a.create(ctx, d); err != nil {
 		return "", err
-	}
-	if err := a.cfg.Driver.Create(ctx, spec); err != nil && !errors.Is(err, compute.ErrExists) {
-		return "", fmt.Errorf("create VM: %w", err)
 	}
 	return mig.Incoming(ctx, d.ID, a.cfg.Address, d.Move.Console)
 }

@@ -307,36 +307,57 @@ func (s *Service) replayRun(tx store.Tx, c Caller, r model.Reservation, in RunIn
 
 // place asks the scheduler for nodes for the request.
 func (s *Service) place(tx store.Tx, in RunInput, typ model.InstanceType, diskGiB int) ([]string, error) {
-	nodes, err := tx.ListNodes()
+	nodes, cands, err := s.schedulerNodes(tx)
 	if err != nil {
 		return nil, err
 	}
-	usage, err := tx.NodeUsage()
-	if err != nil {
-		return nil, err
-	}
-	cands := make([]*scheduler.Node, 0, len(nodes))
 	now := s.now()
-	for _, n := range nodes {
-		u := usage[n.ID]
-		cands = append(cands, &scheduler.Node{
-			ID: n.ID, Zone: n.Zone,
-			Ready:    n.Schedulable() && now.Sub(n.LastSeen) < s.cfg.NodeDownAfter,
-			Capacity: scheduler.Resources{VCPUs: n.Capacity.VCPUs, MemoryMiB: n.Capacity.MemoryMiB, DiskMiB: n.Capacity.DiskMiB},
-			Used:     scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskMiB: u.DiskMiB},
-		})
+	for k, n := range nodes {
+		cands[k].Ready = s.schedulable(n, now)
 	}
-	oc := s.cfg.Overcommit
 	placed, err := scheduler.Place(cands, scheduler.Request{
 		Zone: in.Zone, MinCount: in.MinCount, MaxCount: in.MaxCount,
 		Size: scheduler.Resources{VCPUs: typ.VCPUs, MemoryMiB: typ.MemoryMiB, DiskMiB: int64(diskGiB) * 1024},
-	}, scheduler.Ratios{CPU: oc.CPU, Memory: oc.Memory, Disk: oc.Disk})
+	}, s.ratios())
 	var ce *scheduler.CapacityError
 	if errors.As(err, &ce) {
 		return nil, model.Errorf(model.KindInsufficientCapacity, model.ResInstance, in.InstanceType,
 			"Insufficient capacity for %s in %s: %s", in.InstanceType, in.Zone, ce.Error())
 	}
 	return placed, err
+}
+
+// schedulerNodes lists the nodes and, in the same order, the scheduler's
+// view of them (capacity and usage; not ready: the caller says which are).
+func (s *Service) schedulerNodes(tx store.Tx) ([]model.Node, []*scheduler.Node, error) {
+	nodes, err := tx.ListNodes()
+	if err != nil {
+		return nil, nil, err
+	}
+	usage, err := tx.NodeUsage()
+	if err != nil {
+		return nil, nil, err
+	}
+	cands := make([]*scheduler.Node, len(nodes))
+	for k, n := range nodes {
+		u := usage[n.ID]
+		cands[k] = &scheduler.Node{ID: n.ID, Zone: n.Zone,
+			Capacity: scheduler.Resources{VCPUs: n.Capacity.VCPUs, MemoryMiB: n.Capacity.MemoryMiB, DiskMiB: n.Capacity.DiskMiB},
+			Used:     scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskMiB: u.DiskMiB}}
+	}
+	return nodes, cands, nil
+}
+
+// schedulable reports whether new instances may go to n at now: the
+// operator allows it and it reports.
+func (s *Service) schedulable(n model.Node, now time.Time) bool {
+	return n.Schedulable() && now.Sub(n.LastSeen) < s.cfg.NodeDownAfter
+}
+
+// ratios are the overcommit ratios as the scheduler takes them.
+func (s *Service) ratios() scheduler.Ratios {
+	oc := s.cfg.Overcommit
+	return scheduler.Ratios{CPU: oc.CPU, Memory: oc.Memory, Disk: oc.Disk}
 }
 
 // decorate loads the tags and security groups of instances into them.
@@ -576,10 +597,8 @@ func (s *Service) changeInstances(ctx context.Context, c Caller, ids []string, o
 			if err != nil {
 				return err
 			}
-			if i.MoveTo != "" && i.State != model.StateRunning {
-				// A stop or termination calls a move off.
-				nodes = append(nodes, i.MoveTo)
-				i.DropNode, i.MoveTo, i.MoveAddr = i.MoveTo, "", ""
+			if dst := callOffUnlessRunning(i); dst != "" {
+				nodes = append(nodes, dst)
 				changed = true
 			}
 			if changed {

@@ -88,10 +88,10 @@ func (s *Service) DrainNode(ctx context.Context, name string) (model.Node, []Mov
 				continue
 			}
 			mv, n, err := s.startMove(tx, i, "")
-			if model.KindOf(err) == model.KindInternal && err != nil {
-				return err
-			}
 			if err != nil {
+				if model.KindOf(err) == model.KindInternal {
+					return err
+				}
 				mv = Move{InstanceID: i.ID, From: node.Name, Error: errorMessage(err)}
 			}
 			moves = append(moves, mv)
@@ -166,42 +166,32 @@ func (s *Service) startMove(tx store.Tx, i model.Instance, to string) (Move, []s
 // its zone, other than its own, with an underlay address and room for it;
 // to, when set, names the only node considered.
 func (s *Service) pickDestination(tx store.Tx, i model.Instance, src model.Node, to string) (model.Node, error) {
-	nodes, err := tx.ListNodes()
-	if err != nil {
-		return model.Node{}, err
-	}
-	usage, err := tx.NodeUsage()
+	all, cands, err := s.schedulerNodes(tx)
 	if err != nil {
 		return model.Node{}, err
 	}
 	byID := map[string]model.Node{}
-	cands := make([]*scheduler.Node, 0, len(nodes))
+	var offered []*scheduler.Node
 	now := s.now()
-	found := to == ""
-	for _, n := range nodes {
+	for k, n := range all {
 		byID[n.ID] = n
-		u := usage[n.ID]
-		ready := n.Schedulable() && now.Sub(n.LastSeen) < s.cfg.NodeDownAfter && n.ID != src.ID && n.Address != ""
+		cands[k].Ready = s.schedulable(n, now) && n.ID != src.ID && n.Address != ""
+		if to != "" && n.Name != to {
+			continue
+		}
 		if to != "" {
-			if n.Name != to {
-				continue
-			}
-			found = true
-			if err := destinationProblem(n, src, ready, i); err != nil {
+			if err := destinationProblem(n, src, cands[k].Ready, i); err != nil {
 				return model.Node{}, err
 			}
 		}
-		cands = append(cands, &scheduler.Node{ID: n.ID, Zone: n.Zone, Ready: ready,
-			Capacity: scheduler.Resources{VCPUs: n.Capacity.VCPUs, MemoryMiB: n.Capacity.MemoryMiB, DiskMiB: n.Capacity.DiskMiB},
-			Used:     scheduler.Resources{VCPUs: u.VCPUs, MemoryMiB: u.MemoryMiB, DiskMiB: u.DiskMiB}})
+		offered = append(offered, cands[k])
 	}
-	if !found {
+	if to != "" && len(offered) == 0 {
 		return model.Node{}, model.NotFound(model.ResNode, to)
 	}
-	oc := s.cfg.Overcommit
-	placed, err := scheduler.Place(cands, scheduler.Request{Zone: i.Zone, MinCount: 1, MaxCount: 1,
+	placed, err := scheduler.Place(offered, scheduler.Request{Zone: i.Zone, MinCount: 1, MaxCount: 1,
 		Size: scheduler.Resources{VCPUs: i.VCPUs, MemoryMiB: i.MemoryMiB, DiskMiB: int64(i.DiskGiB) * 1024}},
-		scheduler.Ratios{CPU: oc.CPU, Memory: oc.Memory, Disk: oc.Disk})
+		s.ratios())
 	var ce *scheduler.CapacityError
 	if errors.As(err, &ce) {
 		return model.Node{}, model.Errorf(model.KindInsufficientCapacity, model.ResInstance, i.ID,
@@ -273,13 +263,50 @@ func (s *Service) moveObservation(tx store.Tx, nodeID string, i *model.Instance,
 	return false, res, nil
 }
 
+// desiredMove adds to di the part nodeID takes in moving i, if i moves.
+func desiredMove(tx store.Tx, nodeID string, i model.Instance, di *nodeproto.DesiredInstance) error {
+	switch {
+	case i.MoveTo == nodeID:
+		con, err := tx.GetConsole(i.ID)
+		if err != nil && model.KindOf(err) != model.KindNotFound {
+			return err
+		}
+		di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output}
+		// The elastic IP stays with the source, which runs the VM, until
+		// the handover: two nodes must not answer ARP for it.
+		di.Network.PublicIP = ""
+	case i.MoveTo != "":
+		di.Move = &nodeproto.Move{Role: nodeproto.MoveOut, Addr: i.MoveAddr}
+	}
+	return nil
+}
+
 // abortMove calls a move off: the instance stays on its node, and the
 // destination drops what it prepared.
 func (s *Service) abortMove(tx store.Tx, i *model.Instance, why string, res *observed) error {
 	s.log.Warn("instance move called off", "instance", i.ID, "node", i.NodeID, "to", i.MoveTo, "why", why)
-	res.notify = append(res.notify, i.NodeID, i.MoveTo)
-	i.DropNode, i.MoveTo, i.MoveAddr = i.MoveTo, "", ""
+	res.notify = append(res.notify, i.NodeID, callOffMove(i))
 	return s.bumpInstance(tx, i)
+}
+
+// callOffMove ends i's move, if it is moving: the destination is to drop
+// its copy. It returns that node, "" when i was not moving.
+func callOffMove(i *model.Instance) string {
+	dst := i.MoveTo
+	if dst != "" {
+		i.DropNode, i.MoveTo, i.MoveAddr = dst, "", ""
+	}
+	return dst
+}
+
+// callOffUnlessRunning calls off the move of an instance that stopped
+// running (a stop, a termination, a guest that powered off): only running
+// instances move. It returns the destination to wake, or "".
+func callOffUnlessRunning(i *model.Instance) string {
+	if i.State == model.StateRunning {
+		return ""
+	}
+	return callOffMove(i)
 }
 
 func (s *Service) bumpInstance(tx store.Tx, i *model.Instance) error {

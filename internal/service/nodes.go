@@ -117,19 +117,11 @@ func (s *Service) NodeDesired(ctx context.Context, nodeID string, since int64) (
 			if err != nil {
 				return err
 			}
-			switch {
-			case i.MoveTo == nodeID:
-				con, err := tx.GetConsole(i.ID)
-				if err != nil && model.KindOf(err) != model.KindNotFound {
-					return err
-				}
-				di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output}
-				// The elastic IP stays with the source, which runs the VM,
-				// until the handover: two nodes must not answer ARP for it.
-				di.Network.PublicIP = ""
+			if err := desiredMove(tx, nodeID, i, &di); err != nil {
+				return err
+			}
+			if i.MoveTo == nodeID {
 				movingIn = append(movingIn, i)
-			case i.MoveTo != "":
-				di.Move = &nodeproto.Move{Role: nodeproto.MoveOut, Addr: i.MoveAddr}
 			}
 			d.Instances = append(d.Instances, di)
 		}
@@ -493,9 +485,8 @@ func (s *Service) applyObservation(tx store.Tx, nodeID string, o nodeproto.Obser
 	if i.State == prev && i.Power == prevPower {
 		return res, nil
 	}
-	if i.MoveTo != "" && i.State != model.StateRunning {
-		res.notify = append(res.notify, i.MoveTo)
-		i.DropNode, i.MoveTo, i.MoveAddr = i.MoveTo, "", ""
+	if dst := callOffUnlessRunning(&i); dst != "" {
+		res.notify = append(res.notify, dst)
 	}
 	res.changed = true
 	res.power = i.Power != prevPower

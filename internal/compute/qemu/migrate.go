@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -45,8 +46,8 @@ const rootDrive = "root"
 // mirrorJob is the block job ID of a migration's disk mirror.
 const mirrorJob = "move-root"
 
-// Movable reports whether a VM with this spec can be live-migrated.
-func Movable(s compute.Spec) error {
+// movable reports whether a VM with this spec can be live-migrated.
+func movable(s compute.Spec) error {
 	if s.SeedImage != "" {
 		return fmt.Errorf("%w: %s has a seed disk, which does not move", compute.ErrInvalidState, s.ID)
 	}
@@ -60,7 +61,7 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 	if err != nil {
 		return "", err
 	}
-	if err := Movable(s); err != nil {
+	if err := movable(s); err != nil {
 		return "", err
 	}
 	if pid := d.livePID(id); pid > 0 {
@@ -219,14 +220,15 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	if err != nil {
 		return err
 	}
-	if err := Movable(s); err != nil {
+	if err := movable(s); err != nil {
 		return err
 	}
 	uri, nbd, err := parseAddr(addr)
 	if err != nil {
 		return err
 	}
-	if s.BaseImage != "" && nbd == "" {
+	disk := s.BaseImage != ""
+	if disk && nbd == "" {
 		return fmt.Errorf("%w: the destination exports no disk", compute.ErrMigrationFailed)
 	}
 	if d.livePID(id) == 0 {
@@ -239,19 +241,19 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	default:
 		return fmt.Errorf("%w: %s is %s", compute.ErrInvalidState, id, st)
 	}
-	if s.BaseImage != "" {
+	if disk {
 		if err := d.mirrorTo(ctx, id, nbd); err != nil {
 			d.cancelMirror(ctx, id, true)
 			return err
 		}
 	}
 	if err := d.migrate(ctx, id, uri); err != nil {
-		if s.BaseImage != "" {
+		if disk {
 			d.cancelMirror(ctx, id, true)
 		}
 		return err
 	}
-	if s.BaseImage != "" {
+	if disk {
 		// The guest is paused: completing the mirror flushes what it wrote
 		// last to the destination.
 		if err := d.cancelMirror(ctx, id, false); err != nil {
@@ -272,7 +274,7 @@ func (d *Driver) migrate(ctx context.Context, id, uri string) error {
 	if _, err := c.Execute(ctx, "migrate", map[string]any{"uri": uri}); err != nil {
 		return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
 	}
-	return d.poll(ctx, id, func() (bool, error) {
+	return d.poll(ctx, func() (bool, error) {
 		raw, err := c.Execute(ctx, "query-migrate", nil)
 		if err != nil {
 			d.dropConn(id)
@@ -289,7 +291,7 @@ func (d *Driver) migrate(ctx context.Context, id, uri string) error {
 		case "completed":
 			return true, nil
 		case "failed", "cancelled":
-			return false, fmt.Errorf("%w: %s", compute.ErrMigrationFailed, orWord(m.ErrorDesc, m.Status))
+			return false, fmt.Errorf("%w: %s", compute.ErrMigrationFailed, cmp.Or(m.ErrorDesc, m.Status))
 		}
 		return false, nil
 	}, func() {
@@ -310,7 +312,7 @@ func (d *Driver) mirrorTo(ctx context.Context, id, nbd string) error {
 		"target": "nbd://" + nbd + "/" + rootDrive, "sync": "top", "mode": "existing", "format": "raw"}); err != nil {
 		return fmt.Errorf("%w: start the disk copy: %v", compute.ErrMigrationFailed, err)
 	}
-	return d.poll(ctx, id, func() (bool, error) {
+	return d.poll(ctx, func() (bool, error) {
 		job, found, err := d.mirrorStatus(ctx, id)
 		switch {
 		case err != nil:
@@ -366,7 +368,7 @@ func (d *Driver) cancelMirror(ctx context.Context, id string, force bool) error 
 	if _, err := c.Execute(ctx, "block-job-cancel", map[string]any{"device": mirrorJob, "force": force}); err != nil {
 		return err
 	}
-	return d.poll(ctx, id, func() (bool, error) {
+	return d.poll(ctx, func() (bool, error) {
 		_, found, err := d.mirrorStatus(ctx, id)
 		return !found, err
 	}, nil)
@@ -374,7 +376,7 @@ func (d *Driver) cancelMirror(ctx context.Context, id string, force bool) error 
 
 // poll calls check until it says done or fails, or ctx ends (then onCancel
 // runs, if set).
-func (d *Driver) poll(ctx context.Context, id string, check func() (bool, error), onCancel func()) error {
+func (d *Driver) poll(ctx context.Context, check func() (bool, error), onCancel func()) error {
 	t := time.NewTicker(migratePoll)
 	defer t.Stop()
 	for {
@@ -391,13 +393,6 @@ func (d *Driver) poll(ctx context.Context, id string, check func() (bool, error)
 		case <-t.C:
 		}
 	}
-}
-
-func orWord(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // Resume implements compute.Migrator.
