@@ -25,7 +25,7 @@ func bridgeMAC(name string) net.HardwareAddr {
 
 func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
-	return errors.As(err, &nf)
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
 // ensureBridgeLink creates the bridge if needed, sets its MAC (nil: keep
@@ -146,7 +146,9 @@ func releaseLink(name string) error {
 	if link.Attrs().MasterIndex == 0 {
 		return nil
 	}
-	if err := netlink.LinkSetNoMaster(link); err != nil {
+	if err := netlink.LinkSetNoMaster(link); err != nil && !isNotFound(err) {
+		// The device can vanish between the lookup and the change (a
+		// tap goes with its QEMU, a veth with its peer's namespace).
 		return fmt.Errorf("network: take %s off its bridge: %w", name, err)
 	}
 	return nil
@@ -161,7 +163,7 @@ func deleteLink(name string) error {
 		}
 		return err
 	}
-	if err := netlink.LinkDel(link); err != nil {
+	if err := netlink.LinkDel(link); err != nil && !isNotFound(err) {
 		return fmt.Errorf("network: delete %s: %w", name, err)
 	}
 	return nil
