@@ -171,12 +171,19 @@ type nodeParts struct {
 
 // hypervisor builds the driver and the networking that goes with it. With
 // the qemu driver the metadata service runs until close.
-func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (nodeParts, error) {
+func (f *nodeFlags) hypervisor(dir string, id *nodeproto.Identity, log *slog.Logger) (nodeParts, error) {
 	switch f.driver {
 	case "fake":
 		return nodeParts{driver: fake.New(), network: network.Noop{}, close: func() {}}, nil
 	case "qemu":
-		d, err := qemu.New(qemu.Config{StateDir: filepath.Join(dir, "vms"), QEMUPath: f.qemuPath, Logger: log})
+		// Instances move between nodes over TLS, with the node's
+		// certificate.
+		creds := func() (qemu.MigrationTLS, error) {
+			cert, key, ca, err := id.PEM()
+			return qemu.MigrationTLS{Name: id.Name(), CertPEM: cert, KeyPEM: key, CAPEM: ca}, err
+		}
+		d, err := qemu.New(qemu.Config{StateDir: filepath.Join(dir, "vms"), QEMUPath: f.qemuPath, Logger: log,
+			MigrationTLS: creds})
 		if err != nil {
 			return nodeParts{}, err
 		}
@@ -224,7 +231,7 @@ func (f *nodeFlags) hypervisor(dir string, log *slog.Logger) (nodeParts, error) 
 }
 
 func (f *nodeFlags) agent(client *nodeproto.Client, dir string, log *slog.Logger) (*agent.Agent, func(), error) {
-	p, err := f.hypervisor(dir, log)
+	p, err := f.hypervisor(dir, client.Identity(), log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,6 +3,7 @@ package nodeproto
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -91,6 +92,20 @@ func (id *Identity) Leaf() *x509.Certificate {
 	id.mu.Lock()
 	defer id.mu.Unlock()
 	return id.cert.Leaf
+}
+
+// PEM returns the current certificate and key and the CA, in PEM (for
+// what is not Go: QEMU's migrations are carried over TLS with them).
+func (id *Identity) PEM() (cert, key, ca []byte, err error) {
+	c := id.current()
+	k, ok := c.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("the node key is a %T, not ECDSA", c.PrivateKey)
+	}
+	if key, err = pki.KeyPEM(k); err != nil {
+		return nil, nil, nil, err
+	}
+	return pki.CertPEM(c.Certificate[0]), key, pki.CertPEM(id.ca.Raw), nil
 }
 
 func (id *Identity) current() *tls.Certificate {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -77,6 +78,7 @@ func TestLiveMove(t *testing.T) {
 	n := c.waitProbe(t, aID, c.lastProbe(t, aID), true, 30*time.Second)
 	t.Logf("a reaches b on node2 across the overlay (probe #%d)", n)
 	c.checkMoved(t, bID, bIP)
+	checkMovedOverTLS(t, n2, bID)
 	c.checkEIPOn(t, eip, bID, n2)
 
 	// Back by draining node2.
@@ -156,6 +158,23 @@ func (c *cluster) checkMoved(t *testing.T, id, ip string) {
 	}
 	if n := strings.Count(decode64(aws.ToString(con.Output)), "CLIPPER-GUEST-READY"); n != 1 {
 		t.Errorf("%s: CLIPPER-GUEST-READY %d times on its console, want once (no reboot)", id, n)
+	}
+}
+
+// checkMovedOverTLS checks that the instance's QEMU on n received its
+// state on the unix socket behind the node's TLS tunnel, not on a TCP
+// port of its own: the move was encrypted.
+func checkMovedOverTLS(t *testing.T, n *clusterNode, id string) {
+	t.Helper()
+	pid := n.vmPID(id)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Split(string(cmdline), "\x00")
+	i := slices.Index(args, "-incoming")
+	if i < 0 || i+1 >= len(args) || !strings.HasPrefix(args[i+1], "unix:") {
+		t.Fatalf("%s on %s was not moved through the TLS tunnel: %q", id, n.name, args)
 	}
 }
 

@@ -33,8 +33,11 @@ import (
 // destination then stops exporting and resumes when told to (Start):
 // after the controller handed it the instance.
 //
-// The address the destination gives the source reads
-// "tcp:HOST:PORT" or, with a disk, "tcp:HOST:PORT nbd:HOST:PORT".
+// The address the destination gives the source reads "tcp:HOST:PORT" or,
+// with a disk, "tcp:HOST:PORT nbd:HOST:PORT". With the node's TLS
+// credentials (Config.MigrationTLS) both streams are encrypted, and the
+// address starts with "tls:NAME", the destination's name, which its
+// certificate must carry (see MigrationTLS).
 
 // migratePoll is how often MigrateTo asks QEMU how far the copy is.
 const migratePoll = 50 * time.Millisecond
@@ -65,10 +68,21 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 		return "", err
 	}
 	if pid := d.livePID(id); pid > 0 {
-		if b, err := os.ReadFile(d.path(id, incomingFile)); err == nil {
+		b, err := os.ReadFile(d.path(id, incomingFile))
+		if err != nil {
+			return "", fmt.Errorf("%w: %s already runs here", compute.ErrInvalidState, id)
+		}
+		dest, _ := parseAddr(string(b))
+		st, _ := d.runState(ctx, id)
+		if dest.tlsName == "" || d.hasTunnels(id) || st != "inmigrate" {
 			return string(b), nil
 		}
-		return "", fmt.Errorf("%w: %s already runs here", compute.ErrInvalidState, id)
+		// It waits behind tunnels that ended with the driver that made
+		// them (the agent restarted), so nothing can reach it: start it
+		// again. A VM that has received its state is kept: its source
+		// has let go.
+		d.quit(ctx, id, pid, "its migration's listener is gone")
+		os.Remove(d.path(id, incomingFile))
 	}
 	if len(console) > 0 {
 		if err := os.WriteFile(d.path(id, consoleFile), console, 0o600); err != nil {
@@ -92,26 +106,71 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 	return addr, nil
 }
 
-// startIncoming picks the ports and starts the VM waiting on them.
-func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string) (string, error) {
+// startIncoming picks the ports and starts the VM waiting on them. With
+// the node's TLS credentials QEMU listens on unix sockets in the VM's
+// directory, behind the driver's TLS tunnels.
+func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string) (addr string, err error) {
 	id := s.ID
-	mport, err := freePort(host)
+	m, err := d.migrationTLS()
 	if err != nil {
 		return "", err
 	}
-	uri := "tcp:" + net.JoinHostPort(host, strconv.Itoa(mport))
-	addr := uri
-	extra := []string{"-incoming", uri}
-	var nbd string
-	if s.BaseImage != "" {
-		nport, err := freePort(host)
+	disk := s.BaseImage != ""
+	var (
+		dest    destination
+		listen  string         // the migration URI QEMU listens on
+		nbdAddr map[string]any // where QEMU exports the disk
+		tunnels []*tunnel
+	)
+	defer func() {
+		if err != nil {
+			for _, t := range tunnels {
+				t.Close()
+			}
+		}
+	}()
+	// endpoint returns what QEMU listens on and the node's host:port for
+	// one stream.
+	endpoint := func(sockName string) (sock, hostPort string, err error) {
+		if m == nil {
+			port, err := freePort(host)
+			return "", net.JoinHostPort(host, strconv.Itoa(port)), err
+		}
+		if sock, err = d.sock(id, sockName); err != nil {
+			return "", "", err
+		}
+		os.Remove(sock)
+		t, port, err := d.tunnelIn(host, sock, m)
+		if err != nil {
+			return "", "", err
+		}
+		tunnels = append(tunnels, t)
+		return sock, net.JoinHostPort(host, strconv.Itoa(port)), nil
+	}
+	sock, hostPort, err := endpoint(sockIn)
+	if err != nil {
+		return "", err
+	}
+	dest.uri, listen = "tcp:"+hostPort, "tcp:"+hostPort
+	if m != nil {
+		dest.tlsName, listen = m.name, "unix:"+sock
+	}
+	extra := []string{"-incoming", listen}
+	if disk {
+		nsock, nHostPort, err := endpoint(sockInNBD)
 		if err != nil {
 			return "", err
 		}
-		nbd = net.JoinHostPort(host, strconv.Itoa(nport))
-		addr += " nbd:" + nbd
+		dest.nbd = nHostPort
+		if m != nil {
+			nbdAddr = map[string]any{"type": "unix", "data": map[string]any{"path": nsock}}
+		} else {
+			h, p, _ := net.SplitHostPort(nHostPort)
+			nbdAddr = map[string]any{"type": "inet", "data": map[string]any{"host": h, "port": p}}
+		}
 		extra = []string{"-incoming", "defer", "-S"}
 	}
+	addr = dest.String()
 	if err := writeAtomic(d.path(id, incomingFile), []byte(addr)); err != nil {
 		return "", err
 	}
@@ -119,20 +178,21 @@ func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string)
 		os.Remove(d.path(id, incomingFile))
 		return "", err
 	}
-	if nbd != "" {
-		if err := d.exportForIncoming(ctx, id, nbd, uri); err != nil {
+	if disk {
+		if err := d.exportForIncoming(ctx, id, nbdAddr, listen); err != nil {
 			d.quit(ctx, id, d.livePID(id), "could not wait for a migration: "+err.Error())
 			os.Remove(d.path(id, incomingFile))
 			return "", err
 		}
 	}
+	d.setTunnels(id, tunnels)
 	return addr, nil
 }
 
-// exportForIncoming exports the waiting VM's root disk over NBD and starts
-// listening for the migration.
-func (d *Driver) exportForIncoming(ctx context.Context, id, nbd, uri string) error {
-	host, port, _ := net.SplitHostPort(nbd)
+// exportForIncoming exports the waiting VM's root disk over NBD at
+// nbdAddr (a QMP SocketAddressLegacy) and starts listening for the
+// migration at uri.
+func (d *Driver) exportForIncoming(ctx context.Context, id string, nbdAddr map[string]any, uri string) error {
 	c, err := d.conn(ctx, id)
 	if err != nil {
 		return err
@@ -141,7 +201,7 @@ func (d *Driver) exportForIncoming(ctx context.Context, id, nbd, uri string) err
 		name string
 		args any
 	}{
-		{"nbd-server-start", map[string]any{"addr": map[string]any{"type": "inet", "data": map[string]any{"host": host, "port": port}}}},
+		{"nbd-server-start", map[string]any{"addr": nbdAddr}},
 		{"nbd-server-add", map[string]any{"device": rootDrive, "writable": true}},
 		{"migrate-incoming", map[string]any{"uri": uri}},
 	} {
@@ -167,6 +227,7 @@ func (d *Driver) finishIncoming(ctx context.Context, id string) error {
 		return fmt.Errorf("qemu: resume %s after its migration: %w", id, err)
 	}
 	os.Remove(d.path(id, incomingFile))
+	d.closeTunnels(id)
 	d.log.Info("VM resumed after its migration", "instance", id)
 	return nil
 }
@@ -197,20 +258,50 @@ func freePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// parseAddr splits a destination's address into the migration URI and the
-// NBD export's host:port ("" without a disk).
-func parseAddr(addr string) (uri, nbd string, err error) {
-	f := strings.Fields(addr)
-	if len(f) == 0 || len(f) > 2 || !strings.HasPrefix(f[0], "tcp:") {
-		return "", "", fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+// destination is where a VM waits for a migration: the migration URI,
+// the NBD export of its disk (host:port, "" without a disk), and the name
+// its certificate must carry ("" when the streams are plain TCP). It
+// reads "[tls:NAME] tcp:HOST:PORT [nbd:HOST:PORT]".
+type destination struct {
+	tlsName, uri, nbd string
+}
+
+func (a destination) String() string {
+	var f []string
+	if a.tlsName != "" {
+		f = append(f, "tls:"+a.tlsName)
 	}
-	if len(f) == 2 {
-		var ok bool
-		if nbd, ok = strings.CutPrefix(f[1], "nbd:"); !ok {
-			return "", "", fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+	f = append(f, a.uri)
+	if a.nbd != "" {
+		f = append(f, "nbd:"+a.nbd)
+	}
+	return strings.Join(f, " ")
+}
+
+// parseAddr reads a destination's address.
+func parseAddr(addr string) (destination, error) {
+	var dest destination
+	f := strings.Fields(addr)
+	bad := fmt.Errorf("%w: bad destination %q", compute.ErrMigrationFailed, addr)
+	if len(f) > 0 {
+		if name, ok := strings.CutPrefix(f[0], "tls:"); ok {
+			if name == "" {
+				return dest, bad
+			}
+			dest.tlsName, f = name, f[1:]
 		}
 	}
-	return f[0], nbd, nil
+	if len(f) == 0 || len(f) > 2 || !strings.HasPrefix(f[0], "tcp:") || len(f[0]) == len("tcp:") {
+		return dest, bad
+	}
+	dest.uri = f[0]
+	if len(f) == 2 {
+		var ok bool
+		if dest.nbd, ok = strings.CutPrefix(f[1], "nbd:"); !ok || dest.nbd == "" {
+			return dest, bad
+		}
+	}
+	return dest, nil
 }
 
 // MigrateTo implements compute.Migrator.
@@ -223,13 +314,22 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	if err := movable(s); err != nil {
 		return err
 	}
-	uri, nbd, err := parseAddr(addr)
+	dest, err := parseAddr(addr)
 	if err != nil {
 		return err
 	}
 	disk := s.BaseImage != ""
-	if disk && nbd == "" {
+	if disk && dest.nbd == "" {
 		return fmt.Errorf("%w: the destination exports no disk", compute.ErrMigrationFailed)
+	}
+	m, err := d.migrationTLS()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
+	case m != nil && dest.tlsName == "":
+		return fmt.Errorf("%w: this node moves instances over TLS only, and the destination offers plain TCP", compute.ErrMigrationFailed)
+	case m == nil && dest.tlsName != "":
+		return fmt.Errorf("%w: the destination wants TLS, and this node has no credentials for it", compute.ErrMigrationFailed)
 	}
 	if d.livePID(id) == 0 {
 		return fmt.Errorf("%w: %s is not running", compute.ErrInvalidState, id)
@@ -241,17 +341,60 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 	default:
 		return fmt.Errorf("%w: %s is %s", compute.ErrInvalidState, id, st)
 	}
-	if disk {
-		if err := d.mirrorTo(ctx, id, nbd); err != nil {
-			d.cancelMirror(ctx, id, true)
+	uri, nbdTarget := dest.uri, "nbd://"+dest.nbd+"/"+rootDrive
+	var tunnels []*tunnel
+	defer func() {
+		for _, t := range tunnels {
+			t.Close()
+		}
+	}()
+	// failed adds what the tunnels saw to QEMU's word on a failure.
+	failed := func(err error) error {
+		for _, t := range tunnels {
+			if terr := t.lastError(); terr != nil {
+				return fmt.Errorf("%w (%v)", err, terr)
+			}
+		}
+		return err
+	}
+	if m != nil {
+		// QEMU sends to unix sockets here, the tunnels to the destination.
+		out := func(name, hostPort string) (string, error) {
+			sock, err := d.sock(id, name)
+			if err != nil {
+				return "", err
+			}
+			t, err := d.tunnelOut(sock, hostPort, dest.tlsName, m)
+			if err != nil {
+				return "", fmt.Errorf("%w: %v", compute.ErrMigrationFailed, err)
+			}
+			tunnels = append(tunnels, t)
+			return sock, nil
+		}
+		sock, err := out(sockOut, strings.TrimPrefix(dest.uri, "tcp:"))
+		if err != nil {
 			return err
+		}
+		uri = "unix:" + sock
+		if disk {
+			nsock, err := out(sockOutNBD, dest.nbd)
+			if err != nil {
+				return err
+			}
+			nbdTarget = "nbd+unix:///" + rootDrive + "?socket=" + nsock
+		}
+	}
+	if disk {
+		if err := d.mirrorTo(ctx, id, nbdTarget); err != nil {
+			d.cancelMirror(ctx, id, true)
+			return failed(err)
 		}
 	}
 	if err := d.migrate(ctx, id, uri); err != nil {
 		if disk {
 			d.cancelMirror(ctx, id, true)
 		}
-		return err
+		return failed(err)
 	}
 	if disk {
 		// The guest is paused: completing the mirror flushes what it wrote
@@ -302,14 +445,15 @@ func (d *Driver) migrate(ctx context.Context, id, uri string) error {
 }
 
 // mirrorTo starts copying the root overlay's blocks to the destination's
-// NBD export and waits until the mirror keeps up with the guest's writes.
-func (d *Driver) mirrorTo(ctx context.Context, id, nbd string) error {
+// NBD export (target, an NBD URI) and waits until the mirror keeps up
+// with the guest's writes.
+func (d *Driver) mirrorTo(ctx context.Context, id, target string) error {
 	c, err := d.conn(ctx, id)
 	if err != nil {
 		return err
 	}
 	if _, err := c.Execute(ctx, "drive-mirror", map[string]any{"device": rootDrive, "job-id": mirrorJob,
-		"target": "nbd://" + nbd + "/" + rootDrive, "sync": "top", "mode": "existing", "format": "raw"}); err != nil {
+		"target": target, "sync": "top", "mode": "existing", "format": "raw"}); err != nil {
 		return fmt.Errorf("%w: start the disk copy: %v", compute.ErrMigrationFailed, err)
 	}
 	return d.poll(ctx, func() (bool, error) {

@@ -49,6 +49,11 @@ type Config struct {
 	CommandPrefix []string
 	// KVM says whether to use KVM; nil probes for a KVM that works.
 	KVM *bool
+	// MigrationTLS gives the node's credentials for live migrations: the
+	// memory and disk streams between nodes then go over TLS, each side
+	// proving itself with a certificate of the cluster's CA. Nil keeps
+	// the streams plain TCP (tests, single-node clouds).
+	MigrationTLS func() (MigrationTLS, error)
 }
 
 // Driver runs QEMU VMs.
@@ -57,9 +62,10 @@ type Driver struct {
 	log *slog.Logger
 	kvm bool
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-	conns map[string]*qmp.Conn
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex
+	conns   map[string]*qmp.Conn
+	tunnels map[string][]*tunnel // of the moves under way, by VM
 }
 
 var (
@@ -100,7 +106,7 @@ func New(cfg Config) (*Driver, error) {
 		kvm = probeKVM(cfg.QEMUPath, cfg.Logger)
 	}
 	return &Driver{cfg: cfg, log: cfg.Logger.With("driver", "qemu"), kvm: kvm,
-		locks: map[string]*sync.Mutex{}, conns: map[string]*qmp.Conn{}}, nil
+		locks: map[string]*sync.Mutex{}, conns: map[string]*qmp.Conn{}, tunnels: map[string][]*tunnel{}}, nil
 }
 
 // Name implements compute.Hypervisor.
@@ -319,6 +325,7 @@ func (d *Driver) stop(ctx context.Context, id string, grace time.Duration) error
 
 // quit ends the QEMU process and records why.
 func (d *Driver) quit(ctx context.Context, id string, pid int, reason string) {
+	d.closeTunnels(id)
 	writeAtomic(d.path(id, reasonFile), []byte(reason))
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	if c, err := d.conn(qctx, id); err == nil {
@@ -366,6 +373,7 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if err := d.stop(ctx, id, 0); err != nil {
 		return err
 	}
+	d.closeTunnels(id)
 	if err := os.RemoveAll(d.dir(id)); err != nil {
 		return fmt.Errorf("qemu: remove %s: %w", id, err)
 	}

@@ -251,16 +251,16 @@ func TestFirmwareBootsAWholeDiskImage(t *testing.T) {
 // written on the source (here straight into its overlay, through QEMU's
 // own qemu-io) are in the destination's overlay afterwards, the
 // destination waits paused until Start, and then runs the guest on (it
-// boots again from the moved disk after a reset).
+// boots again from the moved disk after a reset). Memory and disk go over
+// TLS, as between the nodes of a cluster.
 func TestMigrateWholeDisk(t *testing.T) {
 	requireQEMU(t)
 	disk := filepath.Join(guestDir(t), "disk.qcow2")
 	if _, err := os.Stat(disk); err != nil {
 		need.Missing(t, "no whole-disk test guest (run `make guest-image`; `make test` does): %v", err)
 	}
-	srcDir, dstDir := t.TempDir(), t.TempDir()
-	t.Cleanup(func() { killAll(t, srcDir); killAll(t, dstDir) })
-	src, dst := newDriver(t, srcDir), newDriver(t, dstDir)
+	ca := openTestCA(t)
+	src, dst := newTLSDriver(t, nodeCreds(t, ca, "node-a")), newTLSDriver(t, nodeCreds(t, ca, "node-b"))
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	id := "i-0d15c000000000a3"
@@ -287,7 +287,7 @@ func TestMigrateWholeDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(addr, " nbd:127.0.0.1:") {
+	if !strings.HasPrefix(addr, "tls:node-b ") || !strings.Contains(addr, " nbd:127.0.0.1:") {
 		t.Fatalf("destination address %q exports no disk", addr)
 	}
 	if err := src.MigrateTo(ctx, id, addr); err != nil {
