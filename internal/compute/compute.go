@@ -134,7 +134,9 @@ type Migrator interface {
 	// host, and returns the address the source sends it to. console seeds
 	// the VM's console log (the output the guest printed on its old host).
 	// Calling it again while the VM waits or after it arrived returns the
-	// same address.
+	// same address, unless nothing can reach the waiting VM any more (a
+	// driver that carries the streams itself restarted before the state
+	// arrived): then the VM waits afresh, at the address returned.
 	Incoming(ctx context.Context, id, host string, console []byte) (addr string, err error)
 	// MigrateTo copies the running VM's memory and device state to the
 	// destination listening at addr, and returns once the destination has
