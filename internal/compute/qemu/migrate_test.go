@@ -108,8 +108,9 @@ func FuzzParseAddr(f *testing.F) {
 // comes from another CA, to one that is not the node it claims to be, to
 // one that offers plain TCP, from a node without credentials, from a node
 // of another cluster, and from one whose certificate the cluster's CA did
-// not sign. Each failed attempt leaves the VM running
-// where it was, and the destination waiting.
+// not sign. Each failed attempt leaves the VM running where it was, and
+// the destination waiting; a destination whose agent restarted waits at
+// a new address.
 func TestMigrateTLS(t *testing.T) {
 	requireQEMU(t)
 	guest := guestDir(t)
@@ -173,6 +174,20 @@ func TestMigrateTLS(t *testing.T) {
 	refused("from a node without credentials", plain, addr)
 	refused("from another cluster's node", stranger, addr)
 	refused("from a node with a certificate of another CA", forger, addr)
+
+	// The destination's agent restarts while the VM waits: its tunnels
+	// ended with it, so the VM waits afresh behind new ones.
+	dst.closeTunnels(id)
+	dst.dropConn(id)
+	dst, err = New(Config{StateDir: dst.cfg.StateDir, Logger: dst.cfg.Logger, MigrationTLS: dst.cfg.MigrationTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := addr
+	if addr, err = dst.Incoming(ctx, id, "127.0.0.1", nil); err != nil || addr == stale {
+		t.Fatalf("Incoming after a restart: %q %v (was %q)", addr, err, stale)
+	}
+	refused("to the address of before the restart", src, stale)
 
 	if err := src.MigrateTo(ctx, id, addr); err != nil {
 		t.Fatal(err)
