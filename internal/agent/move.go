@@ -74,5 +74,5 @@ func (a *Agent) prepareIncoming(ctx context.Context, d nodeproto.DesiredInstance
 	if err := a.create(ctx, d); err != nil {
 		return "", err
 	}
-	return mig.Incoming(ctx, d.ID, a.cfg.Address, d.Move.Console)
+	return mig.Incoming(ctx, d.ID, a.cfg.Address, d.Move.From, d.Move.Console)
 }

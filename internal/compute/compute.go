@@ -131,13 +131,15 @@ type Hypervisor interface {
 // parts (paths of the cached image, tap names).
 type Migrator interface {
 	// Incoming starts the created VM id waiting for its state, listening on
-	// host, and returns the address the source sends it to. console seeds
-	// the VM's console log (the output the guest printed on its old host).
+	// host, and returns the address the source sends it to. from names the
+	// node the state comes from: a driver that authenticates nodes admits
+	// no other ("" admits any node of the cluster). console seeds the VM's
+	// console log (the output the guest printed on its old host).
 	// Calling it again while the VM waits or after it arrived returns the
 	// same address, unless nothing can reach the waiting VM any more (a
 	// driver that carries the streams itself restarted before the state
 	// arrived): then the VM waits afresh, at the address returned.
-	Incoming(ctx context.Context, id, host string, console []byte) (addr string, err error)
+	Incoming(ctx context.Context, id, host, from string, console []byte) (addr string, err error)
 	// MigrateTo copies the running VM's memory and device state to the
 	// destination listening at addr, and returns once the destination has
 	// all of it (it runs from then on); the VM here is left paused, in

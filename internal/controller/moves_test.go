@@ -21,6 +21,7 @@ import (
 	"github.com/clipper-cloud/clipper/internal/client"
 	"github.com/clipper-cloud/clipper/internal/compute"
 	"github.com/clipper-cloud/clipper/internal/model"
+	"github.com/clipper-cloud/clipper/internal/nodeproto"
 	"github.com/clipper-cloud/clipper/internal/service"
 	"github.com/clipper-cloud/clipper/internal/testutil/cloud"
 )
@@ -271,6 +272,10 @@ func TestMoveCalledOff(t *testing.T) {
 				found = true
 				if di.Network.PublicIP != want {
 					t.Fatalf("node %s is told public IP %q during the move, want %q", nodeID, di.Network.PublicIP, want)
+				}
+				// The destination admits the source's stream only.
+				if nodeID == dstID && (di.Move == nil || di.Move.Role != nodeproto.MoveIn || di.Move.From != nodeName(src)) {
+					t.Fatalf("the destination is told %+v, want to take the instance from %s", di.Move, nodeName(src))
 				}
 			}
 		}

@@ -199,6 +199,9 @@ type Move struct {
 	Addr string `json:"addr,omitempty"`
 	// Console seeds the destination's console log (role in).
 	Console []byte `json:"console,omitempty"`
+	// From is the name of the node the instance moves from (role in):
+	// the destination admits no other node's stream.
+	From string `json:"from,omitempty"`
 }
 
 // Desired is one answer to a desired-state poll.

@@ -271,7 +271,11 @@ func desiredMove(tx store.Tx, nodeID string, i model.Instance, di *nodeproto.Des
 		if err != nil && model.KindOf(err) != model.KindNotFound {
 			return err
 		}
-		di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output}
+		src, err := tx.GetNode(i.NodeID)
+		if err != nil {
+			return err
+		}
+		di.Move = &nodeproto.Move{Role: nodeproto.MoveIn, Console: con.Output, From: src.Name}
 		// The elastic IP stays with the source, which runs the VM, until
 		// the handover: two nodes must not answer ARP for it.
 		di.Network.PublicIP = ""

@@ -310,11 +310,11 @@ func testMigrate(t *testing.T, h Harness) {
 	if err := dst.Create(ctx, h.Spec(t, id)); err != nil {
 		t.Fatal(err)
 	}
-	addr, err := md.Incoming(ctx, id, "127.0.0.1", []byte(before))
+	addr, err := md.Incoming(ctx, id, "127.0.0.1", "", []byte(before))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, err := md.Incoming(ctx, id, "127.0.0.1", []byte(before)); err != nil || again != addr {
+	if again, err := md.Incoming(ctx, id, "127.0.0.1", "", []byte(before)); err != nil || again != addr {
 		t.Fatalf("second Incoming: %q %v, want %q", again, err, addr)
 	}
 	if st, err := dst.Status(ctx, id); err != nil || st.State != compute.StateIncoming {

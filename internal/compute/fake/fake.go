@@ -218,7 +218,7 @@ type incomingVM struct {
 }
 
 // Incoming implements compute.Migrator.
-func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) (string, error) {
+func (d *Driver) Incoming(ctx context.Context, id, host, from string, console []byte) (string, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	v, err := d.get(id)

@@ -58,7 +58,7 @@ func movable(s compute.Spec) error {
 }
 
 // Incoming implements compute.Migrator.
-func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) (string, error) {
+func (d *Driver) Incoming(ctx context.Context, id, host, from string, console []byte) (string, error) {
 	defer d.lock(id)()
 	s, err := d.loadSpec(id)
 	if err != nil {
@@ -93,7 +93,7 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 	// QEMU binds it, so a failed start tries other ports.
 	var addr string
 	for attempt := 0; ; attempt++ {
-		addr, err = d.startIncoming(ctx, s, host)
+		addr, err = d.startIncoming(ctx, s, host, from)
 		if err == nil || attempt == 2 || ctx.Err() != nil {
 			break
 		}
@@ -108,8 +108,9 @@ func (d *Driver) Incoming(ctx context.Context, id, host string, console []byte) 
 
 // startIncoming picks the ports and starts the VM waiting on them. With
 // the node's TLS credentials QEMU listens on unix sockets in the VM's
-// directory, behind the driver's TLS tunnels.
-func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string) (addr string, err error) {
+// directory, behind the driver's TLS tunnels, which admit only node from
+// (any node of the cluster if "").
+func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host, from string) (addr string, err error) {
 	id := s.ID
 	m, err := d.migrationTLS()
 	if err != nil {
@@ -140,7 +141,7 @@ func (d *Driver) startIncoming(ctx context.Context, s compute.Spec, host string)
 			return "", "", err
 		}
 		os.Remove(sock)
-		t, port, err := d.tunnelIn(host, sock, m)
+		t, port, err := d.tunnelIn(host, sock, from, m)
 		if err != nil {
 			return "", "", err
 		}

@@ -107,8 +107,9 @@ func FuzzParseAddr(f *testing.F) {
 // after the moves that must fail did: to a destination whose certificate
 // comes from another CA, to one that is not the node it claims to be, to
 // one that offers plain TCP, from a node without credentials, from a node
-// of another cluster, and from one whose certificate the cluster's CA did
-// not sign. Each failed attempt leaves the VM running where it was, and
+// of another cluster, from one whose certificate the cluster's CA did not
+// sign, and from a node of the cluster other than the one the instance
+// moves from. Each failed attempt leaves the VM running where it was, and
 // the destination waiting; a destination whose agent restarted waits at
 // a new address.
 func TestMigrateTLS(t *testing.T) {
@@ -124,19 +125,21 @@ func TestMigrateTLS(t *testing.T) {
 	forgedCreds, _ := nodeCreds(t, other, "node-a")()
 	forgedCreds.CAPEM = pki.CertPEM(ca.Cert().Raw)
 	forger := newTLSDriver(t, func() (MigrationTLS, error) { return forgedCreds, nil })
+	// A node of the cluster, but not the one the instance moves from.
+	bystander := newTLSDriver(t, nodeCreds(t, ca, "node-c"))
 	plainDir := t.TempDir()
 	t.Cleanup(func() { killAll(t, plainDir) })
 	plain := newDriver(t, plainDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	id := "i-0d15c000000000b1"
-	for _, d := range []*Driver{src, dst, impostor, stranger, forger, plain} {
+	for _, d := range []*Driver{src, dst, impostor, stranger, forger, bystander, plain} {
 		if err := d.Create(ctx, compute.Spec{ID: id, VCPUs: 1, MemoryMiB: 256, Kernel: filepath.Join(guest, "vmlinux"),
 			Initrd: filepath.Join(guest, "initrd.img"), Cmdline: "console=ttyS0 quiet"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, d := range []*Driver{src, stranger, forger, plain} {
+	for _, d := range []*Driver{src, stranger, forger, bystander, plain} {
 		if err := d.Start(ctx, id); err != nil {
 			t.Fatal(err)
 		}
@@ -157,11 +160,11 @@ func TestMigrateTLS(t *testing.T) {
 		}
 	}
 
-	bad, err := impostor.Incoming(ctx, id, "127.0.0.1", nil)
+	bad, err := impostor.Incoming(ctx, id, "127.0.0.1", "node-a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr, err := dst.Incoming(ctx, id, "127.0.0.1", nil)
+	addr, err := dst.Incoming(ctx, id, "127.0.0.1", "node-a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +177,7 @@ func TestMigrateTLS(t *testing.T) {
 	refused("from a node without credentials", plain, addr)
 	refused("from another cluster's node", stranger, addr)
 	refused("from a node with a certificate of another CA", forger, addr)
+	refused("from a node of the cluster the instance does not move from", bystander, addr)
 
 	// The destination's agent restarts while the VM waits: its tunnels
 	// ended with it, so the VM waits afresh behind new ones.
@@ -184,7 +188,7 @@ func TestMigrateTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := addr
-	if addr, err = dst.Incoming(ctx, id, "127.0.0.1", nil); err != nil || addr == stale {
+	if addr, err = dst.Incoming(ctx, id, "127.0.0.1", "node-a", nil); err != nil || addr == stale {
 		t.Fatalf("Incoming after a restart: %q %v (was %q)", addr, err, stale)
 	}
 	refused("to the address of before the restart", src, stale)

@@ -113,14 +113,24 @@ func (d *Driver) sock(id, name string) (string, error) {
 }
 
 // tunnelIn listens with TLS on host (a free port) and carries each
-// connection from a node of the cluster to the unix socket sock. It
-// returns the port.
-func (d *Driver) tunnelIn(host, sock string, m *moveTLS) (*tunnel, int, error) {
+// connection from node from (any node of the cluster if "") to the unix
+// socket sock. It returns the port.
+func (d *Driver) tunnelIn(host, sock, from string, m *moveTLS) (*tunnel, int, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return nil, 0, fmt.Errorf("qemu: no port for a migration on %s: %w", host, err)
 	}
-	admit := func(c net.Conn) error { return c.(*tls.Conn).Handshake() }
+	admit := func(c net.Conn) error {
+		tc := c.(*tls.Conn)
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		// The handshake verified the chain; the name is the node's.
+		if name := tc.ConnectionState().PeerCertificates[0].Subject.CommonName; from != "" && name != from {
+			return fmt.Errorf("node %q is not the node the instance moves from (%q)", name, from)
+		}
+		return nil
+	}
 	var dialer net.Dialer
 	dial := func(ctx context.Context) (net.Conn, error) { return dialer.DialContext(ctx, "unix", sock) }
 	t := startTunnel(tls.NewListener(ln, m.server), admit, dial, d.log)

@@ -283,7 +283,7 @@ func TestMigrateWholeDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	con, _ := src.Console(ctx, id, 1<<16)
-	addr, err := dst.Incoming(ctx, id, "127.0.0.1", con)
+	addr, err := dst.Incoming(ctx, id, "127.0.0.1", "node-a", con)
 	if err != nil {
 		t.Fatal(err)
 	}

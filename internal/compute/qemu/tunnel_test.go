@@ -77,7 +77,7 @@ func TestTunnel(t *testing.T) {
 			}()
 		}
 	}()
-	in, port, err := dst.tunnelIn("127.0.0.1", echoSock, md)
+	in, port, err := dst.tunnelIn("127.0.0.1", echoSock, "node-a", md)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,5 +151,30 @@ func TestTunnel(t *testing.T) {
 	}
 	if err := bad.lastError(); err == nil || !strings.Contains(err.Error(), "not a node certificate of this cluster") {
 		t.Fatalf("refused tunnel says %v", err)
+	}
+	// Another node of the cluster is refused by the destination: the
+	// instance does not move from it.
+	_, nodeC := tlsDriver(t, nodeCreds(t, ca, "node-c"))
+	other, err := src.tunnelOut(filepath.Join(dir, "c.sock"), net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "node-b", nodeC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c4, err := net.Dial("unix", filepath.Join(dir, "c.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	c4.Write([]byte("x"))
+	c4.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, _ := io.ReadAll(c4); len(got) != 0 {
+		t.Fatalf("node-c's stream reached the destination: %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for in.lastError() == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := in.lastError(); err == nil || !strings.Contains(err.Error(), `node "node-c" is not the node the instance moves from ("node-a")`) {
+		t.Fatalf("destination tunnel says %v", err)
 	}
 }
