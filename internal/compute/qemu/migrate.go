@@ -233,6 +233,24 @@ func (d *Driver) finishIncoming(ctx context.Context, id string) error {
 	return nil
 }
 
+// loadTimeout bounds how long Start waits for a migration's destination
+// to finish loading the state its source has sent.
+const loadTimeout = 60 * time.Second
+
+// waitLoaded waits while the VM is still loading an incoming migration
+// and returns its run state after (or when the wait ends).
+func (d *Driver) waitLoaded(ctx context.Context, id string) string {
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	st := "inmigrate"
+	d.poll(ctx, func() (bool, error) {
+		var err error
+		st, err = d.runState(ctx, id)
+		return err != nil || st != "inmigrate", nil
+	}, nil)
+	return st
+}
+
 // waitingIncoming reports whether a live VM is a migration's destination
 // that has not run yet: still receiving, or received and paused until
 // Start.
@@ -402,6 +420,14 @@ func (d *Driver) MigrateTo(ctx context.Context, id, addr string) error {
 		// last to the destination.
 		if err := d.cancelMirror(ctx, id, false); err != nil {
 			return fmt.Errorf("%w: finish the disk copy: %v", compute.ErrMigrationFailed, err)
+		}
+	}
+	// QEMU calls the migration complete once it has written the last
+	// bytes to its socket; through a tunnel they may still be on the
+	// way. The move is done when the streams ended on both sides.
+	for _, t := range tunnels {
+		if !t.drain(tunnelDrainTimeout) {
+			return failed(fmt.Errorf("%w: the streams did not end within %s", compute.ErrMigrationFailed, tunnelDrainTimeout))
 		}
 	}
 	d.log.Info("VM migrated", "instance", id, "to", addr)

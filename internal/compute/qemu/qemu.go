@@ -228,6 +228,10 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 	}
 	if pid := d.livePID(id); pid > 0 {
 		st, _ := d.runState(ctx, id)
+		if st == "inmigrate" {
+			// The source is done; the state may still be loading here.
+			st = d.waitLoaded(ctx, id)
+		}
 		if st == "paused" && d.waitingIncoming(id, st) {
 			return d.finishIncoming(ctx, id) // arrived by migration
 		}

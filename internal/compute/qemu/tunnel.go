@@ -28,6 +28,10 @@ type tunnel struct {
 	wg     sync.WaitGroup
 }
 
+// tunnelDrainTimeout bounds the wait for a move's streams to end after
+// QEMU finished sending.
+const tunnelDrainTimeout = 30 * time.Second
+
 // tunnelDialTimeout bounds admitting a connection (a TLS handshake) and
 // dialing its other end.
 const tunnelDialTimeout = 10 * time.Second
@@ -139,6 +143,26 @@ func (t *tunnel) lastError() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.err
+}
+
+// drain stops accepting and waits up to timeout for the live
+// connections to end on their own: each side has sent all it had and
+// closed, so nothing in flight is lost. It closes what is left after the
+// timeout and reports whether everything ended on its own.
+func (t *tunnel) drain(timeout time.Duration) bool {
+	t.ln.Close()
+	done := make(chan struct{})
+	go func() {
+		t.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		t.Close()
+		return false
+	}
 }
 
 // Close stops accepting, ends every connection and waits for the
