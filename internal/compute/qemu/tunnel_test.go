@@ -133,21 +133,30 @@ func TestTunnel(t *testing.T) {
 	if err := out.lastError(); err != nil {
 		t.Fatalf("tunnel error: %v", err)
 	}
+	// sendAs sends a byte to the destination through a tunnel with creds
+	// and returns that tunnel and what came back (nothing, if refused).
+	sendAs := func(sock string, creds *moveTLS) (*tunnel, []byte) {
+		t.Helper()
+		tn, err := src.tunnelOut(filepath.Join(dir, sock), net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "node-b", creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(tn.Close)
+		c, err := net.Dial("unix", filepath.Join(dir, sock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("x"))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		got, _ := io.ReadAll(c)
+		return tn, got
+	}
 	// A connection to a node of another cluster is refused, and says why.
 	_, stranger := tlsDriver(t, nodeCreds(t, openTestCA(t), "node-a"))
-	bad, err := src.tunnelOut(filepath.Join(dir, "bad.sock"), net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "node-b", stranger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bad.Close()
-	c3, err := net.Dial("unix", filepath.Join(dir, "bad.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.Close()
-	c3.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.ReadAll(c3); err != nil {
-		t.Fatal(err)
+	bad, got := sendAs("bad.sock", stranger)
+	if len(got) != 0 {
+		t.Fatalf("a stranger's stream reached the destination: %q", got)
 	}
 	if err := bad.lastError(); err == nil || !strings.Contains(err.Error(), "not a node certificate of this cluster") {
 		t.Fatalf("refused tunnel says %v", err)
@@ -155,19 +164,7 @@ func TestTunnel(t *testing.T) {
 	// Another node of the cluster is refused by the destination: the
 	// instance does not move from it.
 	_, nodeC := tlsDriver(t, nodeCreds(t, ca, "node-c"))
-	other, err := src.tunnelOut(filepath.Join(dir, "c.sock"), net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "node-b", nodeC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	c4, err := net.Dial("unix", filepath.Join(dir, "c.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c4.Close()
-	c4.Write([]byte("x"))
-	c4.SetDeadline(time.Now().Add(10 * time.Second))
-	if got, _ := io.ReadAll(c4); len(got) != 0 {
+	if _, got := sendAs("c.sock", nodeC); len(got) != 0 {
 		t.Fatalf("node-c's stream reached the destination: %q", got)
 	}
 	deadline := time.Now().Add(5 * time.Second)

@@ -35,10 +35,10 @@ func Require(t testing.TB) {
 		t.Skip("-short: skipping a test that creates network namespaces")
 	}
 	if os.Geteuid() != 0 {
-		need.Missing(t, "needs root: creates network namespaces")
+		need.Missing(t, "needs root to create network namespaces: run as root (sudo make test)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		need.Missing(t, "needs the ip tool (iproute2): creates network namespaces")
+		need.Missing(t, "needs the ip tool to create network namespaces: apt-get install iproute2 (make test does)")
 	}
 }
 

@@ -107,7 +107,7 @@ func RequireInside(t testing.TB) {
 	t.Helper()
 	Require(t)
 	if Inside() == "" {
-		need.Missing(t, "needs the namespace TestMain makes with netns.RunInside")
+		need.Missing(t, "needs a namespace of its own: the package's TestMain must call netns.RunInside")
 	}
 }
 
